@@ -1,0 +1,5 @@
+import sys
+
+from neuavatar.cli import main
+
+sys.exit(main())

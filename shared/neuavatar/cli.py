@@ -1,0 +1,190 @@
+"""The ``neuavatar`` command: one subcommand per stage, and ``run`` to chain them on local files.
+
+Settings come, lowest precedence first, from the defaults (or a ``run`` preset), ``--config FILE``
+(TOML or JSON, one ``[section]`` per stage), environment variables ``NEUAVATAR_<SECTION>_<FIELD>``,
+and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from neuavatar import __version__
+from neuavatar.config import load_file, merge, resolve_config, save_config, to_dict, from_dict, env_overrides
+from neuavatar.errors import ConfigError, NeuAvatarError
+from neuavatar.preprocess import PreprocessConfig, preprocess_video
+from neuavatar.presets import DEFAULT_PRESET, PRESETS, RunConfig
+from neuavatar.progress import TqdmProgress
+
+__all__ = ["main"]
+
+_FLAT = tyro.conf.arg(name="")  # a stage's settings appear as top-level flags (--size, not --preprocess.size)
+
+
+@dataclasses.dataclass
+class PreprocessArgs:
+    """Turn a video into a dataset: square crops, landmarks, alpha, semantic masks, train/val split."""
+
+    video: tyro.conf.Positional[Path]
+    """Input video (mp4, mov, webm, avi, ...)."""
+    out: Path
+    """Dataset directory to create."""
+    preprocess: Annotated[PreprocessConfig, _FLAT] = dataclasses.field(default_factory=PreprocessConfig)
+    config: Path | None = None
+    """TOML or JSON file with a [preprocess] section; flags override it."""
+    overwrite: bool = False
+    """Replace OUT if it holds a different dataset."""
+
+
+@dataclasses.dataclass
+class RunArgs:
+    """Run the whole pipeline in this process, on local files (today: preprocess)."""
+
+    video: tyro.conf.Positional[Path]
+    """Input video."""
+    out: Path
+    """Output directory; each stage writes a subdirectory (dataset/, ...)."""
+    preset: str = DEFAULT_PRESET
+    """Named settings: 'gpu' (full quality) or 'cpu-smoke' (small and quick, for CI and CPU-only machines)."""
+    settings: RunConfig = dataclasses.field(default_factory=RunConfig)
+    config: Path | None = None
+    """TOML or JSON file with a section per stage ([preprocess], ...); flags override it."""
+    overwrite: bool = False
+    """Replace stage outputs that hold something different."""
+
+
+@dataclasses.dataclass
+class SampleArgs:
+    """Make the bundled sample video (a public-domain portrait, animated) to try NeuAvatar on."""
+
+    out: Path = Path("sample.mp4")
+    """Where to write the video."""
+    seconds: float = 8.0
+    """Length of the video."""
+
+
+_COMMANDS = {"preprocess": PreprocessArgs, "run": RunArgs, "sample": SampleArgs}
+
+
+def _usage() -> str:
+    lines = [f"usage: neuavatar COMMAND [options]   (NeuAvatar {__version__})", "", "commands:"]
+    for name, cls in _COMMANDS.items():
+        lines.append(f"  {name:<12}{(cls.__doc__ or '').strip().splitlines()[0]}")
+    lines += ["", "`neuavatar COMMAND --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def _pre_parse(argv: list[str]) -> tuple[Path | None, str | None]:
+    """--config and --preset, needed before the real parser (they set its defaults)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    return known.config, known.preset
+
+
+def _section(file: Path | None, name: str) -> dict:
+    if file is None:
+        return {}
+    data = load_file(file)
+    return data.get(name, {})
+
+
+def _cmd_preprocess(argv: list[str]) -> int:
+    config_file, _ = _pre_parse(argv)
+    data = merge(to_dict(PreprocessConfig()), _section(config_file, "preprocess"))
+    data = merge(data, env_overrides(PreprocessConfig, "NEUAVATAR_PREPROCESS_"))
+    base = from_dict(PreprocessConfig, data, where=str(config_file or "environment"))
+    default = PreprocessArgs(video=tyro.MISSING, out=tyro.MISSING, preprocess=base)
+    args = tyro.cli(PreprocessArgs, args=argv, default=default, prog="neuavatar preprocess")
+    progress = TqdmProgress()
+    try:
+        result = preprocess_video(args.video, args.out, args.preprocess, overwrite=args.overwrite, progress=progress)
+    finally:
+        progress.close()
+    print(result.summary_text())
+    return 0
+
+
+def _cmd_run(argv: list[str]) -> int:
+    config_file, preset = _pre_parse(argv)
+    preset = preset or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    data = to_dict(PRESETS[preset])
+    if config_file is not None:
+        data = merge(data, load_file(config_file))
+    data = merge(data, env_overrides(RunConfig, "NEUAVATAR_"))
+    base = from_dict(RunConfig, data, where=str(config_file or f"preset {preset}"))
+    default = RunArgs(video=tyro.MISSING, out=tyro.MISSING, preset=preset, settings=base)
+    args = tyro.cli(RunArgs, args=argv, default=default, prog="neuavatar run")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(args.settings, out / "run_config.json")
+    progress = TqdmProgress()
+    try:
+        print(f"[1/1] preprocess -> {out / 'dataset'}", file=sys.stderr)
+        result = preprocess_video(args.video, out / "dataset", args.settings.preprocess, overwrite=args.overwrite,
+                                  progress=progress)
+    finally:
+        progress.close()
+    print(result.summary_text())
+    print("later stages (track, train, render) are not part of this release yet")
+    return 0
+
+
+def _cmd_sample(argv: list[str]) -> int:
+    from neuavatar.sample import make_sample
+
+    args = tyro.cli(SampleArgs, args=argv, prog="neuavatar sample")
+    path = make_sample(args.out, seconds=args.seconds)
+    print(f"sample video: {path}")
+    return 0
+
+
+_HANDLERS = {"preprocess": _cmd_preprocess, "run": _cmd_run, "sample": _cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neuavatar`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"neuavatar {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in _HANDLERS:
+        print(f"neuavatar: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        return _HANDLERS[command](rest)
+    except NeuAvatarError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: no output was written", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: keep the traceback for the report, show the person one line
+        fd, path = tempfile.mkstemp(prefix="neuavatar-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        kind, value = sys.exc_info()[:2]
+        print(f"\ninternal error ({kind.__name__}: {value}); details in {path}; please report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

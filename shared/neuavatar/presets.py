@@ -1,0 +1,31 @@
+"""Whole-pipeline settings for ``neuavatar run``, and the named presets.
+
+``RunConfig`` has one section per stage; later stages add theirs. A config file for ``run`` uses
+the same sections (``[preprocess]``, ...), and so do environment variables
+(``NEUAVATAR_PREPROCESS_SIZE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from neuavatar.preprocess.options import PreprocessConfig
+
+__all__ = ["RunConfig", "PRESETS", "DEFAULT_PRESET"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of every stage that ``neuavatar run`` chains."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    """Video -> dataset."""
+
+
+PRESETS: dict[str, RunConfig] = {
+    # Full quality, meant for a GPU host.
+    "gpu": RunConfig(),
+    # What CI and a machine without a GPU run end to end: small images, few iterations.
+    "cpu-smoke": RunConfig(preprocess=PreprocessConfig(size=128, contact_sheet_frames=8)),
+}
+DEFAULT_PRESET = "gpu"
