@@ -20,7 +20,7 @@ from typing import Annotated
 import tyro
 
 from neuavatar import __version__
-from neuavatar.config import load_file, merge, resolve_config, save_config, to_dict, from_dict, env_overrides
+from neuavatar.config import resolve_config, save_config
 from neuavatar.errors import ConfigError, NeuAvatarError
 from neuavatar.preprocess import PreprocessConfig, preprocess_video
 from neuavatar.presets import DEFAULT_PRESET, PRESETS, RunConfig
@@ -93,18 +93,16 @@ def _pre_parse(argv: list[str]) -> tuple[Path | None, str | None]:
     return known.config, known.preset
 
 
-def _section(file: Path | None, name: str) -> dict:
-    if file is None:
-        return {}
-    data = load_file(file)
-    return data.get(name, {})
+def _settings(config_file: Path | None, preset: str) -> RunConfig:
+    """Preset, then config file, then environment: the defaults that flags then override."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return resolve_config(RunConfig, base=PRESETS[preset], file=config_file, env_prefix="NEUAVATAR_")
 
 
 def _cmd_preprocess(argv: list[str]) -> int:
     config_file, _ = _pre_parse(argv)
-    data = merge(to_dict(PreprocessConfig()), _section(config_file, "preprocess"))
-    data = merge(data, env_overrides(PreprocessConfig, "NEUAVATAR_PREPROCESS_"))
-    base = from_dict(PreprocessConfig, data, where=str(config_file or "environment"))
+    base = _settings(config_file, DEFAULT_PRESET).preprocess
     default = PreprocessArgs(video=tyro.MISSING, out=tyro.MISSING, preprocess=base)
     args = tyro.cli(PreprocessArgs, args=argv, default=default, prog="neuavatar preprocess")
     progress = TqdmProgress()
@@ -119,14 +117,7 @@ def _cmd_preprocess(argv: list[str]) -> int:
 def _cmd_run(argv: list[str]) -> int:
     config_file, preset = _pre_parse(argv)
     preset = preset or DEFAULT_PRESET
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = to_dict(PRESETS[preset])
-    if config_file is not None:
-        data = merge(data, load_file(config_file))
-    data = merge(data, env_overrides(RunConfig, "NEUAVATAR_"))
-    base = from_dict(RunConfig, data, where=str(config_file or f"preset {preset}"))
-    default = RunArgs(video=tyro.MISSING, out=tyro.MISSING, preset=preset, settings=base)
+    default = RunArgs(video=tyro.MISSING, out=tyro.MISSING, preset=preset, settings=_settings(config_file, preset))
     args = tyro.cli(RunArgs, args=argv, default=default, prog="neuavatar run")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

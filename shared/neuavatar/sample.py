@@ -20,7 +20,7 @@ from neuavatar.errors import NeuAvatarError
 from neuavatar.landmarks import REGION_LOOPS
 from neuavatar.video import VideoWriter
 
-__all__ = ["make_sample", "sample_portrait"]
+__all__ = ["make_sample", "sample_portrait", "jaw_opening", "blink_closure"]
 
 
 def sample_portrait() -> np.ndarray:
@@ -50,6 +50,16 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+def jaw_opening(t: float) -> float:
+    """How far the sample's jaw is open at time ``t`` seconds, 0 (closed) to 1: syllables at 1.6 Hz."""
+    return max(0.0, np.sin(2 * np.pi * 1.6 * t)) * (0.55 + 0.45 * np.sin(2 * np.pi * 0.23 * t + 1.0))
+
+
+def blink_closure(t: float) -> float:
+    """How far the sample's eyelids are closed at time ``t`` seconds, 0 to 1."""
+    return max(np.exp(-0.5 * ((t - tb) / 0.07) ** 2) for tb in (1.3, 3.9, 6.2, 7.6))
+
+
 def make_sample(out: Path, *, seconds: float = 8.0, fps: float = 25.0, size: int = 512) -> Path:
     """Write the sample video (H.264 MP4) to ``out`` and return its path."""
     src = sample_portrait()
@@ -63,7 +73,7 @@ def make_sample(out: Path, *, seconds: float = 8.0, fps: float = 25.0, size: int
     mouth_w = np.linalg.norm(lmk[291] - lmk[61])
     depth = (yy - lip_line[1]) / (chin[1] + 0.35 * (chin[1] - lip_line[1]) - lip_line[1])
     jaw_w = (yy > lip_line[1]) * (1 - _smoothstep(depth)) * np.exp(-0.5 * ((xx - lip_line[0]) / (0.9 * mouth_w)) ** 2)
-    jaw_px = 0.45 * mouth_w  # widest opening
+    jaw_px = 0.25 * mouth_w  # widest opening
 
     # Eyelids: inside each eye (slightly enlarged) pixels sample from above, i.e. the lid comes down.
     eye_w = np.zeros((h, w), np.float32)
@@ -78,7 +88,7 @@ def make_sample(out: Path, *, seconds: float = 8.0, fps: float = 25.0, size: int
     lid_px = 1.1 * float(np.mean(eye_heights))
 
     inner = lmk[list(REGION_LOOPS["lips_inner"])]
-    lower_inner = inner[:, 1] > lip_line[1]  # the inner-lip points on the lower lip
+    mouth_x = (float(inner[:, 0].min()) + 2, float(inner[:, 0].max()) - 2)  # the gap stays between the mouth corners
     centre = lmk[1]
     n = int(round(seconds * fps))
     out = Path(out)
@@ -88,10 +98,9 @@ def make_sample(out: Path, *, seconds: float = 8.0, fps: float = 25.0, size: int
         with VideoWriter(tmp, fps, crf=16) as writer:
             for i in range(n):
                 t = i / fps
-                speech = max(0.0, np.sin(2 * np.pi * 1.6 * t)) * (0.55 + 0.45 * np.sin(2 * np.pi * 0.23 * t + 1.0))
-                blink = max((np.exp(-0.5 * ((t - tb) / 0.07) ** 2) for tb in (1.3, 3.9, 6.2, 7.6)), default=0.0)
-                frame = _expression(src, xx, yy, jaw_w * speech * jaw_px, eye_w * blink * lid_px, inner,
-                                    lower_inner, speech * jaw_px)
+                speech, blink = jaw_opening(t), blink_closure(t)
+                frame = _expression(src, xx, yy, jaw_w * speech * jaw_px, eye_w * blink * lid_px,
+                                    float(lip_line[1]), mouth_x)
                 angle = 5.0 * np.sin(2 * np.pi * t / 4.3)
                 scale = 1.0 + 0.06 * np.sin(2 * np.pi * t / 6.1 + 0.5)
                 shift = np.array([16 * np.sin(2 * np.pi * t / 5.3), 9 * np.sin(2 * np.pi * t / 3.7 + 1.0)])
@@ -108,19 +117,17 @@ def make_sample(out: Path, *, seconds: float = 8.0, fps: float = 25.0, size: int
 
 
 def _expression(src: np.ndarray, xx: np.ndarray, yy: np.ndarray, jaw_dy: np.ndarray, lid_dy: np.ndarray,
-                inner: np.ndarray, lower_inner: np.ndarray, opening: float) -> np.ndarray:
-    """Warp ``src`` by downward displacements (jaw, lids) and paint the open mouth."""
+                lip_y: float, mouth_x: tuple[float, float]) -> np.ndarray:
+    """Warp ``src`` by downward displacements (jaw, lids) and darken the gap the jaw opens.
+
+    The jaw moves everything below the line between the lips (``lip_y``) down; output pixels just
+    below that line would sample from above it, which is the opening of the mouth: they are painted
+    as the dark mouth interior.
+    """
     map_y = yy - 0.5 - jaw_dy - lid_dy  # backward map: jaw and lid pixels come from above, i.e. they move down
     frame = cv2.remap(src, xx - 0.5, map_y.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    if opening > 1.0:
-        poly = inner.copy()
-        poly[lower_inner, 1] += opening
-        mask = np.zeros(src.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [np.round(poly * 4 - 2).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
-        soft = cv2.GaussianBlur(mask, (0, 0), 1.2).astype(np.float32)[..., None] / 255
-        top = poly[~lower_inner, 1].mean()
-        rows = np.arange(src.shape[0], dtype=np.float32)[:, None, None]
-        teeth = np.clip(1.0 - (rows - top) / (0.3 * opening + 1e-3), 0, 1)  # a light band under the upper lip
-        inside = (1 - teeth) * np.array([45, 12, 18], np.float32) + teeth * np.array([225, 215, 200], np.float32)
-        frame = (frame * (1 - soft) + inside * soft).astype(np.uint8)
+    gap = ((yy > lip_y) & (yy - jaw_dy < lip_y) & (xx > mouth_x[0]) & (xx < mouth_x[1])).astype(np.float32)
+    if gap.any():
+        soft = cv2.GaussianBlur(gap, (0, 0), 1.0)[..., None]
+        frame = (frame * (1 - soft) + np.array([40, 12, 16], np.float32) * soft).astype(np.uint8)
     return frame

@@ -1,0 +1,82 @@
+"""Shared fixtures: real clips from ../shared/data/videos, shortened and re-encoded as tests need.
+
+The clips are read from the shared folder beside the checkout (never copied into the repo). Tests
+that need them are skipped, with the reason, where that folder is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuavatar.video import VideoWriter, read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+
+ANCHOR = "train_mimictalk_german_anchor_20s.mp4"  # frontal man, small head motion, 25 fps
+HEADTURNS = "train_lp_d3_woman_headturns.mp4"  # head turns, 30 fps
+GLASSES = "drive_lp_d19_man_glasses.mp4"  # another person, 30 fps
+
+
+def shared_video(name: str) -> Path:
+    path = VIDEOS / name
+    if not path.is_file():
+        pytest.skip(f"real test clip {path} not found (the ../shared folder is not beside this checkout)")
+    return path
+
+
+def frames_of(name: str, n: int, size: int | None = None, start: int = 0) -> list[np.ndarray]:
+    """The first ``n`` frames (after ``start``) of a shared clip, optionally resized to ``size``²."""
+    import cv2
+
+    out = []
+    for f in read_frames(shared_video(name), max_frames=n + start):
+        if f.index < start:
+            continue
+        rgb = f.rgb if size is None else cv2.resize(f.rgb, (size, size), interpolation=cv2.INTER_AREA)
+        out.append(rgb)
+    return out
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0, **kwargs) -> Path:
+    with VideoWriter(path, fps, **kwargs) as w:
+        for f in frames:
+            w.write(f)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def make_clip(clip_dir) -> Callable[..., Path]:
+    """Cached factory: ``make_clip(name, frames, size)`` -> a short H.264 copy of a shared clip."""
+    cache: dict[tuple, Path] = {}
+
+    def make(name: str, n: int, size: int | None = None, fps: float = 25.0) -> Path:
+        key = (name, n, size, fps)
+        if key not in cache:
+            path = clip_dir / f"{Path(name).stem}_{n}_{size}.mp4"
+            cache[key] = write_video(path, frames_of(name, n, size), fps)
+        return cache[key]
+
+    return make
+
+
+def on_canvas(frames: list[np.ndarray], canvas: tuple[int, int], at: tuple[int, int],
+              background: tuple[int, int, int] = (90, 110, 100)) -> list[np.ndarray]:
+    """Paste each frame at ``at`` (x, y) onto a plain canvas (width, height)."""
+    out = []
+    for f in frames:
+        c = np.empty((canvas[1], canvas[0], 3), np.uint8)
+        c[:] = background
+        h, w = f.shape[:2]
+        c[at[1]:at[1] + h, at[0]:at[0] + w] = f
+        out.append(c)
+    return out
