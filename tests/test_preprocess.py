@@ -126,12 +126,19 @@ def test_crop_follows_a_moving_head(tmp_path):
     assert np.corrcoef(mouth, scripted)[0, 1] > 0.6
 
 
-def test_workers_do_not_change_the_result(tmp_path, canvas_clip):
-    one = Dataset(preprocess_video(canvas_clip, tmp_path / "one", _cfg(workers=1, max_frames=30)).dataset_dir)
-    two = Dataset(preprocess_video(canvas_clip, tmp_path / "two", _cfg(workers=2, max_frames=30,
-                                                                       block_frames=48)).dataset_dir)
-    np.testing.assert_array_equal(one.landmarks, two.landmarks)
-    np.testing.assert_array_equal(one.labels(17), two.labels(17))
+def test_workers_and_decoder_do_not_change_the_result(tmp_path, canvas_clip):
+    """Seeking workers, one worker, and in-order decoding in the main process give identical datasets."""
+    cfg = dict(start_seconds=0.4, max_frames=40, frame_step=1, block_frames=16)
+    two = Dataset(preprocess_video(canvas_clip, tmp_path / "two", _cfg(workers=2, **cfg)).dataset_dir)
+    one = Dataset(preprocess_video(canvas_clip, tmp_path / "one", _cfg(workers=1, **cfg)).dataset_dir)
+    seq = Dataset(preprocess_video(canvas_clip, tmp_path / "seq", _cfg(workers=2, decoder="sequential",
+                                                                       **cfg)).dataset_dir)
+    assert two.num_frames == 40 and two.times[0] == pytest.approx(0.4) and list(two.meta["summary"]["notes"]) == []
+    for other in (one, seq):
+        np.testing.assert_array_equal(other.times, two.times)
+        np.testing.assert_array_equal(other.landmarks, two.landmarks)
+        np.testing.assert_array_equal(other.labels(17), two.labels(17))
+        np.testing.assert_array_equal(other.image(33), two.image(33))
 
 
 def test_rotated_phone_video(tmp_path):
@@ -260,3 +267,22 @@ def test_cli_run_with_preset_config_and_env(tmp_path, canvas_clip):
     assert len(ds.split["val"]) == 5  # the environment's validation fraction
     saved = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert saved["preprocess"]["val_fraction"] == 0.25 and saved["preprocess"]["workers"] == 2
+
+
+def test_raw_stream_without_timestamps_is_decoded_in_order(tmp_path):
+    import av
+
+    path = tmp_path / "camera.h264"  # an elementary stream, as some cameras write: no container, no timestamps
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 160
+        s.pix_fmt = "yuv420p"
+        for f in frames_of(ANCHOR, 30, 160):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    result = preprocess_video(path, tmp_path / "ds", _cfg())
+    ds = Dataset(result.dataset_dir)
+    assert ds.num_frames == 30 and ds.valid.all()
+    assert any("decoded in order" in n for n in result.summary["notes"])

@@ -14,19 +14,32 @@ The services and the CLI import only the names exported here.
 
 __version__ = "0.1.0"
 
-from neuavatar.dataset import Dataset
-from neuavatar.errors import ConfigError, DatasetError, InputError, NeuAvatarError, OutputExistsError
-from neuavatar.preprocess import PreprocessConfig, PreprocessResult, preprocess_video
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "__version__",
-    "Dataset",
-    "NeuAvatarError",
-    "InputError",
-    "ConfigError",
-    "DatasetError",
-    "OutputExistsError",
-    "PreprocessConfig",
-    "PreprocessResult",
-    "preprocess_video",
-]
+# Exported names load on first use, so that importing one submodule (as worker processes do) does
+# not import every stage.
+_EXPORTS = {
+    "Dataset": "neuavatar.dataset",
+    "NeuAvatarError": "neuavatar.errors",
+    "InputError": "neuavatar.errors",
+    "ConfigError": "neuavatar.errors",
+    "DatasetError": "neuavatar.errors",
+    "OutputExistsError": "neuavatar.errors",
+    "PreprocessConfig": "neuavatar.preprocess",
+    "PreprocessResult": "neuavatar.preprocess",
+    "preprocess_video": "neuavatar.preprocess",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'neuavatar' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from neuavatar.dataset import Dataset
+    from neuavatar.errors import ConfigError, DatasetError, InputError, NeuAvatarError, OutputExistsError
+    from neuavatar.preprocess import PreprocessConfig, PreprocessResult, preprocess_video

@@ -18,7 +18,8 @@ import numpy as np
 
 from neuavatar.errors import InputError
 
-__all__ = ["VideoInfo", "Frame", "probe_video", "read_frames", "VideoWriter", "file_sha256"]
+__all__ = ["VideoInfo", "Frame", "probe_video", "read_frames", "frame_timestamps", "decode_at", "VideoWriter",
+           "file_sha256"]
 
 _CONVERT_HINT = "convert it with e.g. `ffmpeg -i INPUT -c:v libx264 -pix_fmt yuv420p OUTPUT.mp4`"
 
@@ -148,7 +149,8 @@ def _display_size(width: int, height: int, sar: Fraction, rotation: int) -> tupl
 
 
 def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | None = None, step: int = 1,
-                threads: int = 0, scale_to: tuple[int, int] | None = None) -> Iterator[Frame]:
+                threads: int = 0, scale_to: tuple[int, int] | None = None,
+                interpolation: str | None = None) -> Iterator[Frame]:
     """Decode ``path`` frame by frame, upright, as RGB.
 
     Args:
@@ -158,6 +160,7 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
         threads: decoder threads; 0 lets FFmpeg choose.
         scale_to: ``(width, height)`` of the upright output, when the caller wants the frames resized
             by the decoder (cheaper than resizing afterwards). Default: the display size.
+        interpolation: FFmpeg scaler for ``scale_to`` (e.g. ``"AREA"`` to shrink); default bilinear.
 
     Raises:
         InputError: when the data stops decoding part-way (a corrupt or truncated file).
@@ -168,13 +171,14 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         sar = _sample_aspect(stream)
+        seconds_per_tick = float(stream.time_base)  # times computed as in frame_timestamps, bit for bit
         decoded = -1
         kept = 0
         source_index = -1
         try:
             for frame in container.decode(stream):
                 source_index += 1
-                t = float(frame.time) if frame.time is not None else source_index / float(stream.average_rate or 25)
+                t = frame.pts * seconds_per_tick if frame.pts is not None else source_index / float(stream.average_rate or 25)
                 if t + 1e-6 < start_seconds:
                     continue
                 decoded += 1
@@ -185,7 +189,7 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
                     w, h = scale_to if rotation in (0, 180) else scale_to[::-1]
                 else:
                     w, h = _display_size(frame.width, frame.height, sar, 0)
-                rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+                rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
                 if rotation:
                     rgb = np.ascontiguousarray(np.rot90(rgb, rotation // 90))
                 yield Frame(index=kept, source_index=source_index, time_seconds=t, rgb=rgb)
@@ -198,6 +202,75 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
             ) from None
 
 
+def frame_timestamps(path: Path) -> tuple[np.ndarray, Fraction] | None:
+    """Presentation timestamps of every frame, from the container's packets, without decoding.
+
+    Returns:
+        ``(pts, time_base)``: (T,) int64 timestamps in presentation order and the stream's time base
+        (seconds per unit); or None when the file's timestamps cannot identify frames (missing or
+        repeated), in which case frames must be decoded in order with :func:`read_frames`.
+
+    Raises:
+        InputError: when the container itself cannot be read to the end.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        pts = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or getattr(packet, "is_discard", False):
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+        except av.error.FFmpegError as e:
+            raise InputError(f"{path} is corrupt or truncated: its packets cannot be read ({_ffmpeg_reason(e)})") from None
+        values = np.sort(np.asarray(pts, np.int64))
+        if len(values) == 0 or len(np.unique(values)) != len(values):
+            return None
+        return values, Fraction(stream.time_base)
+
+
+def decode_at(path: Path, pts: np.ndarray, *, scale_to: tuple[int, int] | None = None, threads: int = 1,
+              interpolation: str | None = None) -> Iterator[np.ndarray]:
+    """Decode exactly the frames with timestamps ``pts`` (increasing), upright, as RGB.
+
+    Seeks to the key frame before the first one, so a worker can decode its own segment of a long
+    video without decoding everything before it. ``scale_to`` and rotation as in :func:`read_frames`.
+
+    Raises:
+        InputError: a wanted frame does not come out of the decoder (the file is damaged).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        sar = _sample_aspect(stream)
+        container.seek(int(pts[0]), stream=stream, backward=True, any_frame=False)
+        k = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.pts < pts[k]:
+                    continue  # before the segment: decoded only to reach it
+                if frame.pts != pts[k]:
+                    break
+                rotation = _rotation(frame)
+                if scale_to is not None:
+                    w, h = scale_to if rotation in (0, 180) else scale_to[::-1]
+                else:
+                    w, h = _display_size(frame.width, frame.height, sar, 0)
+                rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
+                yield np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
+                k += 1
+                if k == len(pts):
+                    return
+        except av.error.FFmpegError as e:
+            raise InputError(f"{path} is corrupt: decoding failed near timestamp {pts[k]} ({_ffmpeg_reason(e)})") from None
+        raise InputError(f"{path} is damaged: the frame at {float(pts[k] * stream.time_base):.3f} s cannot be decoded")
+
+
 class VideoWriter:
     """Write RGB frames to an H.264 (or other codec) file. Use as a context manager."""
 
@@ -208,6 +281,8 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.pix_fmt = pix_fmt
         opts = {"crf": str(crf)} if codec in ("libx264", "libx265") else {}
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
         opts.update(options or {})
         self._stream.options = opts
         if rotation_deg:

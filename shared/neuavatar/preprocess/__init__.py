@@ -1,6 +1,14 @@
 """The preprocess stage: video -> dataset (crops, landmarks, alpha, semantic labels, split)."""
 
 from neuavatar.preprocess.options import PreprocessConfig
-from neuavatar.preprocess.pipeline import PreprocessResult, preprocess_video
 
 __all__ = ["PreprocessConfig", "PreprocessResult", "preprocess_video"]
+
+
+def __getattr__(name: str):
+    # The pipeline (PyAV, the worker pool) loads on first use; worker processes never need it.
+    if name in ("PreprocessResult", "preprocess_video"):
+        from neuavatar.preprocess import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'neuavatar.preprocess' has no attribute {name!r}")

@@ -72,6 +72,11 @@ class PreprocessConfig:
     """``tail``: the last ``val_fraction`` of the video validates (unseen expressions and poses);
     ``interleaved``: every k-th frame validates."""
 
+    decoder: Literal["auto", "sequential"] = "auto"
+    """``auto``: each worker decodes its own part of the video, seeking by the container's frame
+    timestamps (falls back to ``sequential`` when the file has none); ``sequential``: one decoder in
+    the main process hands frames to the workers (for files whose seeking is unreliable)."""
+
     workers: int = 0
     """Worker processes for the models; 0 uses one per CPU core."""
 

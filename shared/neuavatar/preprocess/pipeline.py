@@ -38,16 +38,17 @@ from neuavatar.preprocess.crop import CropTrack, crop_to_source_matrix, plan_cro
 from neuavatar.preprocess.options import PreprocessConfig
 from neuavatar.preprocess.report import contact_sheet, crop_track_plot
 from neuavatar.preprocess.subject import Detection, SubjectTrack, select_subject
-from neuavatar.preprocess.worker import AnnotateJob, AnnotateResult, annotate_block, detect_block, init_worker
+from neuavatar.preprocess.worker import (AnnotateJob, AnnotateResult, FrameSource, annotate_frames, detect_faces,
+                                         init_worker)
 from neuavatar.progress import Progress, no_progress
-from neuavatar.video import VideoInfo, file_sha256, probe_video, read_frames
+from neuavatar.video import VideoInfo, file_sha256, frame_timestamps, probe_video, read_frames
 
 __all__ = ["preprocess_video", "PreprocessResult"]
 
 log = logging.getLogger(__name__)
 
 _DETECT_LONG_SIDE = 640  # the detector's input is 192 px; more resolution only costs time
-_RUNTIME_ONLY = ("workers",)  # settings that do not change the output
+_RUNTIME_ONLY = ("workers", "decoder")  # settings that do not change the output
 
 
 @dataclass
@@ -105,13 +106,20 @@ def preprocess_video(video: Path, out: Path, config: PreprocessConfig | None = N
     started = time.perf_counter()
     workers = cfg.workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
-    with staged_dir(out) as tmp, cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker) as pool:
+    counter = ctx.Value("q", 0)  # frames finished by the workers, for the progress bar
+    frames = _select_frames(info, cfg) if cfg.decoder == "auto" else None
+    with staged_dir(out) as tmp, cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                                        initargs=(True, counter)) as pool:
+        run = _Run(pool, workers, counter, progress)
         for sub in (FRAMES_DIR, ALPHA_DIR, MASKS_DIR):
             (tmp / sub).mkdir()
         try:
-            detections, times, source_index = _detect_pass(pool, workers, info, cfg, progress)
-            subject, crops, notes = _plan(info, cfg, detections, times)
-            results = _annotate_pass(pool, workers, info, cfg, subject, crops, len(times), tmp, progress)
+            detections, frames = _detect_pass(run, info, cfg, frames)
+            subject, crops, notes = _plan(info, cfg, detections, frames.times)
+            plot = pool.submit(crop_track_plot, frames.times, crops.raw_centres, crops.centres, crops.side,
+                               subject.scores, subject.found, tmp / CROP_PLOT)  # drawn while the others annotate
+            results = _annotate_pass(run, info, cfg, frames, subject, crops, tmp)
+            plot.result()
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -122,61 +130,134 @@ def preprocess_video(video: Path, out: Path, config: PreprocessConfig | None = N
         if (~valid).any():
             notes.append(f"{int((~valid).sum())} frame(s) without landmarks are kept but left out of the split: "
                          f"{_ranges(np.flatnonzero(~valid))}")
-        summary = _write_dataset(tmp, video, info, cfg, identity, times, source_index, subject, crops, landmarks,
-                                 valid, face_alpha, notes, time.perf_counter() - started)
+        if frames.pts is None:
+            notes.append("the video's timestamps do not identify its frames, so it was decoded in order by one "
+                         "process (slower)")
+        summary = _write_dataset(tmp, video, info, cfg, identity, frames, subject, crops, landmarks, valid,
+                                 face_alpha, notes, time.perf_counter() - started)
     return PreprocessResult(out, reused=False, summary=summary)
 
 
-def _ordered(pool: cf.Executor, fn: Callable, jobs: Iterable[tuple], max_in_flight: int) -> Iterator[Any]:
-    """``fn(*job)`` for each job on ``pool``, results in order, at most ``max_in_flight`` queued."""
-    pending: deque[cf.Future] = deque()
-    for job in jobs:
-        pending.append(pool.submit(fn, *job))
-        if len(pending) >= max_in_flight:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+@dataclass
+class _Frames:
+    """The frames of the source that make up the dataset."""
+
+    times: np.ndarray  # (T,) seconds
+    source_index: np.ndarray  # (T,) index among all frames of the file
+    pts: np.ndarray | None  # (T,) timestamps workers seek to; None: decode in order in this process
+    total_in_file: int  # frames the file holds (before trimming)
+
+
+def _select_frames(info: VideoInfo, cfg: PreprocessConfig) -> _Frames | None:
+    """The trimmed frame list from the container's timestamps, or None if they cannot be trusted."""
+    found = frame_timestamps(info.path)
+    if found is None:
+        return None
+    pts, time_base = found
+    times = pts * float(time_base)
+    index = np.flatnonzero(times >= cfg.start_seconds - 1e-6)[:: cfg.frame_step]
+    if cfg.max_frames:
+        index = index[: cfg.max_frames]
+    return _Frames(times=times[index], source_index=index, pts=pts[index], total_in_file=len(pts))
+
+
+@dataclass
+class _Run:
+    """The worker pool and the shared frame counter that drives the progress bar."""
+
+    pool: cf.ProcessPoolExecutor
+    workers: int
+    counter: Any  # multiprocessing.Value, incremented by the workers
+    progress: Progress
+
+    def map(self, step: str, fn: Callable, jobs: Iterable[tuple], total: int | None,
+            max_in_flight: int | None = None) -> list[Any]:
+        """``fn(*job)`` for every job, results in order; reports progress while waiting."""
+        self.counter.value = 0
+        pending: deque[cf.Future] = deque()
+        results: list[Any] = []
+
+        def collect(block: bool) -> None:
+            while pending and (pending[0].done() or block):
+                if not pending[0].done():
+                    cf.wait([pending[0]], timeout=0.25)
+                    self.progress(step, self.counter.value, total)
+                    continue
+                results.append(pending.popleft().result())
+
+        for job in jobs:
+            pending.append(self.pool.submit(fn, *job))
+            collect(block=max_in_flight is not None and len(pending) >= max_in_flight)
+            self.progress(step, self.counter.value, total)
+        collect(block=True)
+        self.progress(step, self.counter.value, total)
+        return results
+
+
+def _in_blocks(images: Iterable[np.ndarray], block_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Consecutive same-sized images packed into blocks: ``(first_index, (n, H, W, C) array)``."""
+    block, first, k = None, 0, 0
+    for image in images:
+        if block is None:
+            block = np.empty((block_frames, *image.shape), image.dtype)
+        block[k] = image
+        k += 1
+        if k == block_frames:
+            yield first, block
+            first, block, k = first + k, None, 0
+    if k:
+        yield first, block[:k]
+
+
+def _segments(n: int, parts: int, multiple: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``parts`` contiguous ranges whose starts are multiples of ``multiple``."""
+    units = -(-n // multiple)
+    per = -(-units // max(1, min(parts, units)))
+    return [(a * multiple, min(n, (a + per) * multiple)) for a in range(0, units, per)]
 
 
 def _trim_kwargs(cfg: PreprocessConfig) -> dict[str, Any]:
     return dict(start_seconds=cfg.start_seconds, max_frames=cfg.max_frames or None, step=cfg.frame_step)
 
 
-def _detect_pass(pool, workers, info: VideoInfo, cfg: PreprocessConfig,
-                 progress: Progress) -> tuple[list[list[Detection]], np.ndarray, np.ndarray]:
+def _detect_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig,
+                 frames: _Frames | None) -> tuple[list[list[Detection]], _Frames]:
     scale = min(1.0, _DETECT_LONG_SIDE / max(info.width, info.height))
     small = (max(2, round(info.width * scale)), max(2, round(info.height * scale)))
+    scale_to = small if scale < 1 else None
     inv_scale = (info.width / small[0] + info.height / small[1]) / 2
-    times: list[float] = []
-    source_index: list[int] = []
+    args = (inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
+    if frames is not None:  # each worker decodes one contiguous part of the video
+        jobs = [(FrameSource(info.path, frames.pts[a:b], scale_to), *args)
+                for a, b in _segments(len(frames.pts), run.workers, 8)]
+        blocks = run.map("detect", detect_faces, jobs, len(frames.pts))
+    else:  # decode here, in order, and hand out blocks of frames
+        times: list[float] = []
+        source_index: list[int] = []
 
-    def blocks() -> Iterator[tuple]:
-        buf: list[np.ndarray] = []
-        for frame in read_frames(info.path, scale_to=small if scale < 1 else None, **_trim_kwargs(cfg)):
-            times.append(frame.time_seconds)
-            source_index.append(frame.source_index)
-            buf.append(frame.rgb)
-            if len(buf) == cfg.block_frames:
-                yield (np.stack(buf), inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
-                buf = []
-        if buf:
-            yield (np.stack(buf), inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
+        def images() -> Iterator[np.ndarray]:
+            for frame in read_frames(info.path, scale_to=scale_to, interpolation="AREA" if scale_to else None,
+                                     **_trim_kwargs(cfg)):
+                times.append(frame.time_seconds)
+                source_index.append(frame.source_index)
+                yield frame.rgb
 
-    expected = _expected_frames(info, cfg)
-    detections: list[list[Detection]] = []
-    for block in _ordered(pool, detect_block, blocks(), 2 * workers):
-        detections.extend(block)
-        progress("detect", len(detections), expected)
+        jobs = ((FrameSource(images=block), *args) for _, block in _in_blocks(images(), cfg.block_frames))
+        blocks = run.map("detect", detect_faces, jobs, _expected_frames(info, cfg), max_in_flight=2 * run.workers)
+        untrimmed = cfg.start_seconds == 0 and cfg.max_frames == 0 and cfg.frame_step == 1
+        frames = _Frames(np.asarray(times, np.float64), np.asarray(source_index, np.int64), None,
+                         len(times) if untrimmed else 0)
+    detections = [d for block in blocks for d in block]
 
     n = len(detections)
     if n < cfg.min_frames:
         raise InputError(f"{info.path} is too short: {n} usable frame(s), at least {cfg.min_frames} are needed "
                          f"(see --min-frames, --start-seconds, --max-frames)")
-    untrimmed = cfg.start_seconds == 0 and cfg.max_frames == 0 and cfg.frame_step == 1
-    if untrimmed and info.frame_count and n < info.frame_count - max(2, 0.02 * info.frame_count):
-        raise InputError(f"{info.path} is truncated: its header declares {info.frame_count} frames but only {n} "
-                         "could be decoded (was the file cut short while copying?)")
-    return detections, np.asarray(times, np.float64), np.asarray(source_index, np.int64)
+    declared = info.frame_count
+    if declared and frames.total_in_file and frames.total_in_file < declared - max(2, 0.02 * declared):
+        raise InputError(f"{info.path} is truncated: its header declares {declared} frames but only "
+                         f"{frames.total_in_file} are in the file (was it cut short while copying?)")
+    return detections, frames
 
 
 def _expected_frames(info: VideoInfo, cfg: PreprocessConfig) -> int | None:
@@ -236,72 +317,64 @@ def _ranges(indices: np.ndarray, limit: int = 12) -> str:
     return shown + (f", ... ({len(runs) - limit} more ranges)" if len(runs) > limit else "")
 
 
-def _annotate_pass(pool, workers, info: VideoInfo, cfg: PreprocessConfig, subject: SubjectTrack, crops: CropTrack,
-                   n: int, out: Path, progress: Progress) -> list[AnnotateResult]:
-    size = cfg.size
+def _annotate_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig, frames: _Frames, subject: SubjectTrack,
+                   crops: CropTrack, out: Path) -> list[AnnotateResult]:
+    size, n = cfg.size, len(frames.times)
     # Decode already shrunk when the crop is shrunk (FFmpeg's area filter), so warping is ~1:1.
     k = crops.side / size
     decode_scale = 1.0 / k if k > 1.25 else 1.0
     dec_size = (max(2, round(info.width * decode_scale)), max(2, round(info.height * decode_scale)))
+    scale_to = dec_size if decode_scale < 1 else None
     sx, sy = dec_size[0] / info.width, dec_size[1] / info.height
+    # crop pixel -> decoded pixel, in OpenCV's pixel-centre convention (continuous coordinate - 0.5)
+    kx, ky = k * sx, k * sy
+    warps = np.zeros((n, 2, 3))
+    warps[:, 0, 0], warps[:, 1, 1] = kx, ky
+    warps[:, 0, 2] = crops.origins[:, 0] * sx + 0.5 * kx - 0.5
+    warps[:, 1, 2] = crops.origins[:, 1] * sy + 0.5 * ky - 0.5
+
     face_centres = np.stack([(subject.boxes[:, 0] + subject.boxes[:, 2]) / 2,
                              (subject.boxes[:, 1] + subject.boxes[:, 3]) / 2], -1)
     face_centres = np.where(np.isnan(face_centres), crops.centres + [0, cfg.crop_shift * crops.face_side], face_centres)
     expected = (face_centres - crops.origins) * (size / crops.side)
-    expected_side = crops.face_side * size / crops.side
     mesh_faces = 2 if subject.other_tracks or (subject.faces_per_frame > 1).any() else 1
 
-    def jobs() -> Iterator[tuple]:
-        buf: list[np.ndarray] = []
-        first = 0
+    def job(first: int, source: FrameSource) -> tuple[AnnotateJob]:
+        last = first + len(source)
+        return (AnnotateJob(first_index=first, source=source, warps=warps[first:last], size=size,
+                            expected_centres=expected[first:last], expected_side=crops.face_side * size / crops.side,
+                            out_dir=out, image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality,
+                            mesh_faces=mesh_faces, block_frames=cfg.block_frames),)
+
+    if frames.pts is not None:  # each worker decodes and crops one contiguous, block-aligned part
+        jobs = [job(a, FrameSource(info.path, frames.pts[a:b], scale_to))
+                for a, b in _segments(n, run.workers, cfg.block_frames)]
+        return run.map("annotate", annotate_frames, jobs, n)
+
+    def images() -> Iterator[np.ndarray]:
         count = 0
-        for frame in read_frames(info.path, scale_to=dec_size if decode_scale < 1 else None, **_trim_kwargs(cfg)):
-            i = frame.index
-            if i >= n:
+        for frame in read_frames(info.path, scale_to=scale_to, interpolation="AREA" if scale_to else None,
+                                 **_trim_kwargs(cfg)):
+            if count == n:
                 break
-            # dst->src map in OpenCV's pixel-centre convention (continuous coordinate minus 0.5)
-            kx, ky = crops.side / size * sx, crops.side / size * sy
-            m = np.array([[kx, 0, crops.origins[i, 0] * sx + 0.5 * kx - 0.5],
-                          [0, ky, crops.origins[i, 1] * sy + 0.5 * ky - 0.5]])
-            crop = cv2.warpAffine(frame.rgb, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE)
-            buf.append(crop)
             count += 1
-            if len(buf) == cfg.block_frames:
-                yield (_job(first, buf, expected, expected_side, out, cfg, mesh_faces),)
-                first += len(buf)
-                buf = []
-        if buf:
-            yield (_job(first, buf, expected, expected_side, out, cfg, mesh_faces),)
-            first += len(buf)
-        if first != n:
-            raise InputError(f"{info.path} decoded to {first} frames on the second pass but {n} on the first; "
+            yield frame.rgb
+        if count != n:
+            raise InputError(f"{info.path} decoded to {count} frames on the second pass but {n} on the first; "
                              "the file is damaged")
 
-    results: list[AnnotateResult] = []
-    done = 0
-    for r in _ordered(pool, annotate_block, jobs(), 2 * workers):
-        results.append(r)
-        done += len(r.valid)
-        progress("annotate", done, n)
-    return results
+    jobs = (job(first, FrameSource(images=block)) for first, block in _in_blocks(images(), cfg.block_frames))
+    return run.map("annotate", annotate_frames, jobs, n, max_in_flight=2 * run.workers)
 
 
-def _job(first: int, crops: list[np.ndarray], expected: np.ndarray, expected_side: float, out: Path,
-         cfg: PreprocessConfig, mesh_faces: int) -> AnnotateJob:
-    return AnnotateJob(first_index=first, crops=np.stack(crops), expected_centres=expected[first:first + len(crops)],
-                       expected_side=expected_side, out_dir=out, image_format=cfg.image_format,
-                       jpeg_quality=cfg.jpeg_quality, mesh_faces=mesh_faces)
-
-
-def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfig, identity: dict, times: np.ndarray,
-                   source_index: np.ndarray, subject: SubjectTrack, crops: CropTrack, landmarks: np.ndarray,
-                   valid: np.ndarray, face_alpha: np.ndarray, notes: list[str], seconds: float) -> dict[str, Any]:
-    n = len(times)
+def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfig, identity: dict, frames: _Frames,
+                   subject: SubjectTrack, crops: CropTrack, landmarks: np.ndarray, valid: np.ndarray,
+                   face_alpha: np.ndarray, notes: list[str], seconds: float) -> dict[str, Any]:
+    times, n = frames.times, len(frames.times)
     crop_to_source = np.stack([crop_to_source_matrix(o, crops.side, cfg.size) for o in crops.origins])
     np.savez_compressed(
         tmp / ANNOTATIONS_FILE, landmarks=landmarks.astype(np.float32), confidence=subject.scores.astype(np.float32),
-        valid=valid, crop_to_source=crop_to_source, times=times, source_index=source_index,
+        valid=valid, crop_to_source=crop_to_source, times=times, source_index=frames.source_index,
     )
     split = make_split(valid, cfg.val_fraction, cfg.split)
     (tmp / SPLIT_FILE).write_text(json.dumps(split) + "\n")
@@ -339,5 +412,4 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     ds = Dataset(tmp)
     contact_sheet(ds, tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
-    crop_track_plot(times, crops.raw_centres, crops.centres, crops.side, subject.scores, valid, tmp / CROP_PLOT)
     return summary

