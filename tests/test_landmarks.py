@@ -45,9 +45,10 @@ def test_table_shape_and_range():
 @pytest.fixture(scope="module")
 def frontal_landmarks68(tmp_path_factory, make_clip):
     """(T, 68, 3) iBUG points of a near-frontal real clip (the news anchor)."""
-    from conftest import ANCHOR
     from neuavatar import PreprocessConfig, preprocess_video
     from neuavatar.dataset import Dataset
+
+    from conftest import ANCHOR
 
     out = tmp_path_factory.mktemp("lmk") / "ds"
     clip = make_clip(ANCHOR, 30, 256)

@@ -6,9 +6,10 @@ import av
 import numpy as np
 import pytest
 
-from conftest import ANCHOR, frames_of, shared_video, write_video
 from neuavatar.errors import InputError
 from neuavatar.video import probe_video, read_frames
+
+from conftest import ANCHOR, frames_of, shared_video, write_video
 
 
 def test_probe_real_clip():

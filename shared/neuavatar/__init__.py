@@ -28,9 +28,22 @@ _EXPORTS = {
     "OutputExistsError": "neuavatar.errors",
     "PreprocessConfig": "neuavatar.preprocess",
     "PreprocessResult": "neuavatar.preprocess",
+    "Preprocessor": "neuavatar.preprocess",
     "preprocess_video": "neuavatar.preprocess",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "Dataset",
+    "NeuAvatarError",
+    "InputError",
+    "ConfigError",
+    "DatasetError",
+    "OutputExistsError",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "Preprocessor",
+    "preprocess_video",
+]
 
 
 def __getattr__(name: str):
@@ -42,4 +55,4 @@ def __getattr__(name: str):
 if TYPE_CHECKING:
     from neuavatar.dataset import Dataset
     from neuavatar.errors import ConfigError, DatasetError, InputError, NeuAvatarError, OutputExistsError
-    from neuavatar.preprocess import PreprocessConfig, PreprocessResult, preprocess_video
+    from neuavatar.preprocess import PreprocessConfig, Preprocessor, PreprocessResult, preprocess_video

@@ -2,12 +2,12 @@
 
 from neuavatar.preprocess.options import PreprocessConfig
 
-__all__ = ["PreprocessConfig", "PreprocessResult", "preprocess_video"]
+__all__ = ["PreprocessConfig", "PreprocessResult", "Preprocessor", "preprocess_video"]
 
 
 def __getattr__(name: str):
     # The pipeline (PyAV, the worker pool) loads on first use; worker processes never need it.
-    if name in ("PreprocessResult", "preprocess_video"):
+    if name in ("PreprocessResult", "Preprocessor", "preprocess_video"):
         from neuavatar.preprocess import pipeline
 
         return getattr(pipeline, name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 __all__ = ["CropTrack", "plan_crops", "crop_to_source_matrix", "source_to_crop_matrix"]
 
@@ -59,8 +60,6 @@ def plan_crops(boxes: np.ndarray, frame_size: tuple[int, int], fps: float, *, cr
     if mode == "track":
         sigma = max(smooth_seconds * fps, 0.0)
         if sigma > 0:
-            from scipy.ndimage import gaussian_filter1d  # only the planning process needs scipy
-
             centres = gaussian_filter1d(centres, sigma, axis=0, mode="nearest")
     else:
         lo, hi = centres.min(0), centres.max(0)

@@ -78,10 +78,15 @@ class PreprocessConfig:
     the main process hands frames to the workers (for files whose seeking is unreliable)."""
 
     workers: int = 0
-    """Worker processes for the models; 0 uses one per CPU core."""
+    """Worker processes for the models; 0 uses one per CPU core (on 8 or more cores, all but one,
+    which the main process keeps)."""
+
+    warmup_frames: int = 8
+    """Each worker runs the landmark tracker over this many frames before its part of the video (and
+    discards them), so the parts join without a seam in the landmarks."""
 
     block_frames: int = 48
-    """Frames per work unit; the landmark tracker restarts at each block."""
+    """Frames per work unit when the main process decodes (``decoder = "sequential"``)."""
 
     contact_sheet_frames: int = 8
     """Frames shown in the contact sheet."""
@@ -101,5 +106,5 @@ class PreprocessConfig:
             raise ValueError(f"max_missing_fraction must be in [0, 1], got {self.max_missing_fraction}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if self.workers < 0 or self.block_frames < 1 or self.max_faces < 1:
-            raise ValueError("workers must be >= 0, block_frames >= 1 and max_faces >= 1")
+        if self.workers < 0 or self.block_frames < 1 or self.max_faces < 1 or self.warmup_frames < 0:
+            raise ValueError("workers and warmup_frames must be >= 0, block_frames and max_faces >= 1")

@@ -21,29 +21,48 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from neuavatar import __version__
 from neuavatar.config import to_dict
-from neuavatar.dataset import (ALPHA_DIR, ANNOTATIONS_FILE, CONTACT_SHEET, CROP_PLOT, DATASET_FORMAT, DATASET_VERSION,
-                               FRAMES_DIR, LABELS, MASKS_DIR, META_FILE, SPLIT_FILE, Dataset, make_split)
-from neuavatar.errors import InputError
+from neuavatar.dataset import (
+    ALPHA_DIR,
+    ANNOTATIONS_FILE,
+    CONTACT_SHEET,
+    CROP_PLOT,
+    DATASET_FORMAT,
+    DATASET_VERSION,
+    FRAMES_DIR,
+    LABELS,
+    MASKS_DIR,
+    META_FILE,
+    SPLIT_FILE,
+    Dataset,
+    make_split,
+)
+from neuavatar.errors import InputError, NeuAvatarError
 from neuavatar.outputs import check_output, staged_dir, tool_versions
 from neuavatar.preprocess.crop import CropTrack, crop_to_source_matrix, plan_crops
 from neuavatar.preprocess.options import PreprocessConfig
 from neuavatar.preprocess.report import contact_sheet, crop_track_plot
 from neuavatar.preprocess.subject import Detection, SubjectTrack, select_subject
-from neuavatar.preprocess.worker import (AnnotateJob, AnnotateResult, FrameSource, annotate_frames, detect_faces,
-                                         init_worker)
+from neuavatar.preprocess.worker import (
+    AnnotateJob,
+    AnnotateResult,
+    FrameSource,
+    annotate_frames,
+    detect_faces,
+    init_worker,
+)
 from neuavatar.progress import Progress, no_progress
 from neuavatar.video import VideoInfo, file_sha256, frame_timestamps, probe_video, read_frames
 
-__all__ = ["preprocess_video", "PreprocessResult"]
+__all__ = ["preprocess_video", "Preprocessor", "PreprocessResult"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +99,7 @@ class PreprocessResult:
 
 def preprocess_video(video: Path, out: Path, config: PreprocessConfig | None = None, *, overwrite: bool = False,
                      progress: Progress = no_progress) -> PreprocessResult:
-    """Turn ``video`` into a dataset directory ``out``.
+    """Turn ``video`` into a dataset directory ``out`` (a one-shot :class:`Preprocessor`).
 
     Args:
         video: any video file FFmpeg decodes (mp4, mov, webm, avi; H.264, HEVC, VP9, ...).
@@ -92,50 +111,120 @@ def preprocess_video(video: Path, out: Path, config: PreprocessConfig | None = N
     Raises:
         InputError: the video cannot be read, is too short, shows no usable face, or the face is too small.
         OutputExistsError: ``out`` holds something else (see ``neuavatar.outputs.check_output``).
+        NeuAvatarError: a worker process died.
     """
-    cfg = config or PreprocessConfig()
-    video, out = Path(video), Path(out)
-    info = probe_video(video)
-    identity = {
-        "source_sha256": file_sha256(video),
-        "config": {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_ONLY},
-    }
-    if check_output(out, identity=identity, meta_file=META_FILE, kind="dataset", overwrite=overwrite) == "same":
-        return PreprocessResult(out, reused=True, summary=json.loads((out / META_FILE).read_text()).get("summary", {}))
+    with Preprocessor(config) as preprocessor:
+        return preprocessor.process(video, out, overwrite=overwrite, progress=progress)
 
-    started = time.perf_counter()
-    workers = cfg.workers or os.cpu_count() or 1
-    ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
-    counter = ctx.Value("q", 0)  # frames finished by the workers, for the progress bar
-    frames = _select_frames(info, cfg) if cfg.decoder == "auto" else None
-    with staged_dir(out) as tmp, cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                                        initargs=(True, counter)) as pool:
-        run = _Run(pool, workers, counter, progress)
-        for sub in (FRAMES_DIR, ALPHA_DIR, MASKS_DIR):
-            (tmp / sub).mkdir()
-        try:
-            detections, frames = _detect_pass(run, info, cfg, frames)
-            subject, crops, notes = _plan(info, cfg, detections, frames.times)
-            plot = pool.submit(crop_track_plot, frames.times, crops.raw_centres, crops.centres, crops.side,
-                               subject.scores, subject.found, tmp / CROP_PLOT)  # drawn while the others annotate
-            results = _annotate_pass(run, info, cfg, frames, subject, crops, tmp)
-            plot.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        landmarks = np.concatenate([r.landmarks for r in results])
-        valid = np.concatenate([r.valid for r in results])
-        face_alpha = np.concatenate([r.face_alpha for r in results])
-        _check_missing(~valid, cfg, "landmarks")
-        if (~valid).any():
-            notes.append(f"{int((~valid).sum())} frame(s) without landmarks are kept but left out of the split: "
-                         f"{_ranges(np.flatnonzero(~valid))}")
-        if frames.pts is None:
-            notes.append("the video's timestamps do not identify its frames, so it was decoded in order by one "
-                         "process (slower)")
-        summary = _write_dataset(tmp, video, info, cfg, identity, frames, subject, crops, landmarks, valid,
-                                 face_alpha, notes, time.perf_counter() - started)
-    return PreprocessResult(out, reused=False, summary=summary)
+
+class Preprocessor:
+    """Turns videos into datasets, keeping its worker processes and their models between videos.
+
+    Starting the workers (Python, MediaPipe, three models each) takes about two seconds; a service
+    that preprocesses many videos pays it once::
+
+        with Preprocessor(PreprocessConfig(size=512)) as p:
+            for video in videos:
+                p.process(video, out_dir / video.stem)
+    """
+
+    def __init__(self, config: PreprocessConfig | None = None):
+        self.config = config or PreprocessConfig()
+        cores = _usable_cores()
+        # On a big machine the main process keeps a core of its own (it plans, plots and writes
+        # while the workers run); each worker is pinned to one of the others.
+        self.workers = self.config.workers or (len(cores) - 1 if len(cores) >= 8 else len(cores))
+        self._first_core = len(cores) - self.workers if self.workers <= len(cores) else None
+        self._ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
+        self._counter = self._ctx.Value("q", 0)  # frames finished by the workers, for the progress bar
+        self._next_core = self._ctx.Value("i", 0)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _workers(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            cfg = self.config
+            # Every worker builds the models both passes need while it starts.
+            preload = (f"detect-{'short' if cfg.detector == 'auto' else cfg.detector}-{cfg.min_detection_confidence}",
+                       "mesh-1", "segment")
+            self._next_core.value = self._first_core or 0
+            pin = self._next_core if self._first_core is not None else None
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=init_worker,
+                                                initargs=(True, self._counter, pin, preload))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Preprocessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def process(self, video: Path, out: Path, *, overwrite: bool = False,
+                progress: Progress = no_progress) -> PreprocessResult:
+        """Turn ``video`` into the dataset directory ``out``; see :func:`preprocess_video`."""
+        cfg = self.config
+        video, out = Path(video), Path(out)
+        info = probe_video(video)
+        identity = {
+            "source_sha256": file_sha256(video),
+            "config": {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_ONLY},
+        }
+        if check_output(out, identity=identity, meta_file=META_FILE, kind="dataset", overwrite=overwrite) == "same":
+            summary = json.loads((out / META_FILE).read_text()).get("summary", {})
+            return PreprocessResult(out, reused=True, summary=summary)
+
+        started = time.perf_counter()
+        frames = _select_frames(info, cfg) if cfg.decoder == "auto" else None
+        with staged_dir(out) as tmp:
+            for sub in (FRAMES_DIR, ALPHA_DIR, MASKS_DIR):
+                (tmp / sub).mkdir()
+            run = _Run(self._workers(), self.workers, self._counter, progress)
+            try:
+                detections, frames = _detect_pass(run, info, cfg, frames)
+                run.mark("detect")
+                subject, crops, notes = _plan(info, cfg, detections, frames.times)
+
+                def plot() -> None:  # drawn here while the workers annotate
+                    crop_track_plot(frames.times, crops.raw_centres, crops.centres, crops.side, subject.scores,
+                                    subject.found, tmp / CROP_PLOT)
+
+                results = _annotate_pass(run, info, cfg, frames, subject, crops, tmp, while_waiting=plot)
+                run.mark("annotate")
+            except BaseException as e:
+                # Jobs still queued or running belong to this video: stop them with their workers.
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+                if isinstance(e, BrokenProcessPool):
+                    raise NeuAvatarError(
+                        "a preprocess worker process died (out of memory, or killed); nothing was written. If you "
+                        "called NeuAvatar from an interactive `python -` session, run a script file instead: "
+                        "worker processes re-import the main script"
+                    ) from None
+                raise
+            landmarks = np.concatenate([r.landmarks for r in results])
+            valid = np.concatenate([r.valid for r in results])
+            face_alpha = np.concatenate([r.face_alpha for r in results])
+            _check_missing(~valid, cfg, "landmarks")
+            if (~valid).any():
+                notes.append(f"{int((~valid).sum())} frame(s) without landmarks are kept but left out of the split: "
+                             f"{_ranges(np.flatnonzero(~valid))}")
+            if frames.pts is None:
+                notes.append("the video's timestamps do not identify its frames, so it was decoded in order by one "
+                             "process (slower)")
+            annotate_start = run.marks["detect"]
+            timing = {"startup_seconds": run.first_frame_at - started, "detect_seconds": annotate_start - started,
+                      "annotate_seconds": run.marks["annotate"] - annotate_start,
+                      "annotate_worker_seconds": {k: sum(r.seconds[k] for r in results) for k in results[0].seconds},
+                      "annotate_jobs": [(r.span[0] - annotate_start, r.span[1] - annotate_start, r.seconds["decode"])
+                                        for r in results]}
+            summary = _write_dataset(tmp, video, info, cfg, identity, frames, subject, crops, landmarks, valid,
+                                     face_alpha, notes, timing, started)
+        return PreprocessResult(out, reused=False, summary=summary)
 
 
 @dataclass
@@ -161,6 +250,10 @@ def _select_frames(info: VideoInfo, cfg: PreprocessConfig) -> _Frames | None:
     return _Frames(times=times[index], source_index=index, pts=pts[index], total_in_file=len(pts))
 
 
+def _usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 @dataclass
 class _Run:
     """The worker pool and the shared frame counter that drives the progress bar."""
@@ -169,51 +262,79 @@ class _Run:
     workers: int
     counter: Any  # multiprocessing.Value, incremented by the workers
     progress: Progress
+    marks: dict[str, float] = field(default_factory=dict)
+    first_frame_at: float = 0.0
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
 
     def map(self, step: str, fn: Callable, jobs: Iterable[tuple], total: int | None,
-            max_in_flight: int | None = None) -> list[Any]:
-        """``fn(*job)`` for every job, results in order; reports progress while waiting."""
+            max_in_flight: int | None = None, while_waiting: Callable[[], None] | None = None) -> list[Any]:
+        """``fn(*job)`` for every job, results in order; reports progress while waiting.
+
+        ``while_waiting`` runs in this process once every job is submitted.
+        """
         self.counter.value = 0
         pending: deque[cf.Future] = deque()
         results: list[Any] = []
+
+        def report() -> None:
+            done = self.counter.value
+            if done and not self.first_frame_at:
+                self.first_frame_at = time.perf_counter()
+            self.progress(step, done, total)
 
         def collect(block: bool) -> None:
             while pending and (pending[0].done() or block):
                 if not pending[0].done():
                     cf.wait([pending[0]], timeout=0.25)
-                    self.progress(step, self.counter.value, total)
+                    report()
                     continue
                 results.append(pending.popleft().result())
 
         for job in jobs:
             pending.append(self.pool.submit(fn, *job))
             collect(block=max_in_flight is not None and len(pending) >= max_in_flight)
-            self.progress(step, self.counter.value, total)
+            report()
+        if while_waiting is not None:
+            while_waiting()
         collect(block=True)
-        self.progress(step, self.counter.value, total)
+        report()
         return results
 
 
-def _in_blocks(images: Iterable[np.ndarray], block_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Consecutive same-sized images packed into blocks: ``(first_index, (n, H, W, C) array)``."""
-    block, first, k = None, 0, 0
+def _in_blocks(images: Iterable[np.ndarray], block_frames: int,
+               overlap: int = 0) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Consecutive same-sized images packed into blocks.
+
+    Yields ``(first_index, block, lead)``: ``block`` is (lead + n, H, W, C), its first ``lead`` images
+    repeat the end of the previous block (at most ``overlap`` of them), and ``first_index`` is the
+    index of the first new image.
+    """
+    tail: deque[np.ndarray] = deque(maxlen=overlap) if overlap else deque(maxlen=1)
+    fresh: list[np.ndarray] = []
+    first = 0
+
+    def pack() -> tuple[int, np.ndarray, int]:
+        lead = list(tail) if overlap else []
+        return first, np.stack(lead + fresh), len(lead)
+
     for image in images:
-        if block is None:
-            block = np.empty((block_frames, *image.shape), image.dtype)
-        block[k] = image
-        k += 1
-        if k == block_frames:
-            yield first, block
-            first, block, k = first + k, None, 0
-    if k:
-        yield first, block[:k]
+        fresh.append(image)
+        if len(fresh) == block_frames:
+            yield pack()
+            tail.extend(fresh)
+            first += len(fresh)
+            fresh = []
+    if fresh:
+        yield pack()
 
 
-def _segments(n: int, parts: int, multiple: int) -> list[tuple[int, int]]:
-    """Split ``range(n)`` into at most ``parts`` contiguous ranges whose starts are multiples of ``multiple``."""
-    units = -(-n // multiple)
-    per = -(-units // max(1, min(parts, units)))
-    return [(a * multiple, min(n, (a + per) * multiple)) for a in range(0, units, per)]
+def _segments(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``parts`` contiguous ranges whose lengths differ by at most one."""
+    parts = max(1, min(parts, n))
+    cuts = [round(i * n / parts) for i in range(parts + 1)]
+    return list(zip(cuts, cuts[1:]))
 
 
 def _trim_kwargs(cfg: PreprocessConfig) -> dict[str, Any]:
@@ -229,7 +350,7 @@ def _detect_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig,
     args = (inv_scale, cfg.detector, cfg.min_detection_confidence, cfg.max_faces)
     if frames is not None:  # each worker decodes one contiguous part of the video
         jobs = [(FrameSource(info.path, frames.pts[a:b], scale_to), *args)
-                for a, b in _segments(len(frames.pts), run.workers, 8)]
+                for a, b in _segments(len(frames.pts), run.workers)]
         blocks = run.map("detect", detect_faces, jobs, len(frames.pts))
     else:  # decode here, in order, and hand out blocks of frames
         times: list[float] = []
@@ -242,7 +363,7 @@ def _detect_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig,
                 source_index.append(frame.source_index)
                 yield frame.rgb
 
-        jobs = ((FrameSource(images=block), *args) for _, block in _in_blocks(images(), cfg.block_frames))
+        jobs = ((FrameSource(images=block), *args) for _, block, _ in _in_blocks(images(), cfg.block_frames))
         blocks = run.map("detect", detect_faces, jobs, _expected_frames(info, cfg), max_in_flight=2 * run.workers)
         untrimmed = cfg.start_seconds == 0 and cfg.max_frames == 0 and cfg.frame_step == 1
         frames = _Frames(np.asarray(times, np.float64), np.asarray(source_index, np.int64), None,
@@ -318,7 +439,7 @@ def _ranges(indices: np.ndarray, limit: int = 12) -> str:
 
 
 def _annotate_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig, frames: _Frames, subject: SubjectTrack,
-                   crops: CropTrack, out: Path) -> list[AnnotateResult]:
+                   crops: CropTrack, out: Path, while_waiting: Callable[[], None]) -> list[AnnotateResult]:
     size, n = cfg.size, len(frames.times)
     # Decode already shrunk when the crop is shrunk (FFmpeg's area filter), so warping is ~1:1.
     k = crops.side / size
@@ -337,19 +458,21 @@ def _annotate_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig, frames: _F
                              (subject.boxes[:, 1] + subject.boxes[:, 3]) / 2], -1)
     face_centres = np.where(np.isnan(face_centres), crops.centres + [0, cfg.crop_shift * crops.face_side], face_centres)
     expected = (face_centres - crops.origins) * (size / crops.side)
-    mesh_faces = 2 if subject.other_tracks or (subject.faces_per_frame > 1).any() else 1
+    mesh_faces = 2 if subject.other_tracks else 1  # a stray detection in a few frames does not count
 
-    def job(first: int, source: FrameSource) -> tuple[AnnotateJob]:
-        last = first + len(source)
-        return (AnnotateJob(first_index=first, source=source, warps=warps[first:last], size=size,
-                            expected_centres=expected[first:last], expected_side=crops.face_side * size / crops.side,
-                            out_dir=out, image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality,
-                            mesh_faces=mesh_faces, block_frames=cfg.block_frames),)
+    def job(first: int, warmup: int, source: FrameSource) -> tuple[AnnotateJob]:
+        last = first + len(source) - warmup
+        return (AnnotateJob(first_index=first, warmup=warmup, source=source, warps=warps[first - warmup:last],
+                            size=size, expected_centres=expected[first:last],
+                            expected_side=crops.face_side * size / crops.side, out_dir=out,
+                            image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality, mesh_faces=mesh_faces),)
 
-    if frames.pts is not None:  # each worker decodes and crops one contiguous, block-aligned part
-        jobs = [job(a, FrameSource(info.path, frames.pts[a:b], scale_to))
-                for a, b in _segments(n, run.workers, cfg.block_frames)]
-        return run.map("annotate", annotate_frames, jobs, n)
+    if frames.pts is not None:  # one contiguous part per worker, which decodes and crops it itself
+        jobs = []
+        for a, b in _segments(n, run.workers):
+            w = min(a, cfg.warmup_frames)
+            jobs.append(job(a, w, FrameSource(info.path, frames.pts[a - w:b], scale_to)))
+        return run.map("annotate", annotate_frames, jobs, n, while_waiting=while_waiting)
 
     def images() -> Iterator[np.ndarray]:
         count = 0
@@ -363,16 +486,19 @@ def _annotate_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig, frames: _F
             raise InputError(f"{info.path} decoded to {count} frames on the second pass but {n} on the first; "
                              "the file is damaged")
 
-    jobs = (job(first, FrameSource(images=block)) for first, block in _in_blocks(images(), cfg.block_frames))
-    return run.map("annotate", annotate_frames, jobs, n, max_in_flight=2 * run.workers)
+    jobs = (job(first, lead, FrameSource(images=block))
+            for first, block, lead in _in_blocks(images(), cfg.block_frames, cfg.warmup_frames))
+    results = run.map("annotate", annotate_frames, jobs, n, max_in_flight=2 * run.workers)
+    while_waiting()
+    return results
 
 
 def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfig, identity: dict, frames: _Frames,
                    subject: SubjectTrack, crops: CropTrack, landmarks: np.ndarray, valid: np.ndarray,
-                   face_alpha: np.ndarray, notes: list[str], seconds: float) -> dict[str, Any]:
+                   face_alpha: np.ndarray, notes: list[str], timing: dict[str, Any], started: float) -> dict[str, Any]:
     times, n = frames.times, len(frames.times)
     crop_to_source = np.stack([crop_to_source_matrix(o, crops.side, cfg.size) for o in crops.origins])
-    np.savez_compressed(
+    np.savez(  # uncompressed: float landmarks hardly compress, and this is faster
         tmp / ANNOTATIONS_FILE, landmarks=landmarks.astype(np.float32), confidence=subject.scores.astype(np.float32),
         valid=valid, crop_to_source=crop_to_source, times=times, source_index=frames.source_index,
     )
@@ -385,7 +511,7 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
         "size": cfg.size, "crop_side_px": crops.side, "face_side_px": crops.face_side,
         "mean_confidence": float(subject.scores[subject.found].mean()),
         "face_alpha": float(np.nanmean(face_alpha)) if valid.any() else 0.0,
-        "notes": notes, "seconds": seconds,
+        "notes": notes, "timing": timing,
     }
     meta = {
         "format": DATASET_FORMAT,
@@ -410,6 +536,8 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
         "summary": summary,
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    ds = Dataset(tmp)
-    contact_sheet(ds, tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
+    contact_sheet(Dataset(tmp), tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
+    summary["seconds"] = time.perf_counter() - started
+    timing["write_seconds"] = summary["seconds"] - (timing["detect_seconds"] + timing["annotate_seconds"])
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # again, with the total time
     return summary

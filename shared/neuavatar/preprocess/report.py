@@ -90,7 +90,7 @@ def crop_track_plot(times: np.ndarray, raw_centres: np.ndarray, centres: np.ndar
         ax.plot(times, raw_centres[:, c], ".", ms=2, color="0.6", label="per-frame face")
         ax.plot(times, centres[:, c], "-", lw=1.5, color="C0", label="crop centre (smoothed)")
         ax.set_ylabel(f"centre {name} (source px)")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     axes[2].plot(times, confidence, "-", color="C2", label="detection confidence")
     for t in times[~found]:
         axes[2].axvline(t, color="C3", alpha=0.3, lw=1)

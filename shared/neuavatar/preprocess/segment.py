@@ -8,6 +8,8 @@ hair; the line through the chin separates head from neck and torso. See ``docs/d
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -78,16 +80,25 @@ def refine_alpha(rgb: np.ndarray, soft_mask: np.ndarray, *, radius: int | None =
     return np.clip(a * guide + b, 0.0, 1.0)
 
 
+@functools.cache
+def _pixel_centres(n: int) -> np.ndarray:
+    """(n, n, 2) float32 (x, y) centres of an n x n image's pixels."""
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+    return np.stack([xs, ys], -1)
+
+
 class _Gaussian:
     """A colour model: mean and covariance of Lab pixels."""
 
     def __init__(self, samples: np.ndarray):  # (N, 3)
-        self.mean = samples.mean(0)
-        self.inv_cov = np.linalg.inv(np.cov(samples.T) + np.eye(3) * 4.0)  # floor: 2 Lab units std
+        self.mean = samples.mean(0).astype(np.float32)
+        self.inv_cov = np.linalg.inv(np.cov(samples.T) + np.eye(3) * 4.0).astype(np.float32)  # floor: 2 Lab units std
 
     def distance2(self, lab: np.ndarray) -> np.ndarray:  # (..., 3) -> (...,) squared Mahalanobis
         d = lab - self.mean
-        return ((d @ self.inv_cov) * d).sum(-1)
+        m = self.inv_cov  # written out: a matmul here would start BLAS threads in every worker
+        e = d[..., 0:1] * m[0] + d[..., 1:2] * m[1] + d[..., 2:3] * m[2]
+        return (e * d).sum(-1)
 
 
 def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *, colour_size: int = 128,
@@ -132,9 +143,10 @@ def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *
     side = np.array([up[1], -up[0]])
     oval_xy = xy[list(REGION_LOOPS["face_oval"])]
     face_half_w = 0.5 * float(np.ptp((oval_xy - chin) @ side))
-    grid = (np.stack(np.meshgrid(np.arange(n), np.arange(n)), -1) + 0.5) / s  # (n, n, 2) centres, full-res px
-    above_chin = (grid - chin) @ up
-    across = (grid - (top + chin) / 2) @ side
+    grid = _pixel_centres(n) / s  # (n, n, 2) centres of the small image's pixels, in full-resolution pixels
+    above_chin = (grid[..., 0] - chin[0]) * up[0] + (grid[..., 1] - chin[1]) * up[1]
+    mid = (top + chin) / 2
+    across = (grid[..., 0] - mid[0]) * side[0] + (grid[..., 1] - mid[1]) * side[1]
     brow_top = max(float(((xy[list(upper)] - chin) @ up).max()) for upper, _ in BROW_LINES.values())
     head_zone = (across / (1.6 * face_half_w)) ** 2 + ((above_chin - 0.6 * face_h) / (1.2 * face_h)) ** 2 < 1
     fringe_zone = above_chin > brow_top + 0.04 * face_h
@@ -165,8 +177,10 @@ def semantic_labels(rgb: np.ndarray, landmarks: np.ndarray, alpha: np.ndarray, *
         like = ((d_hair < 3 * _CHI2_3DOF_99) & (d_hair < d_skin) & ~skin_s).astype(np.uint8)
         like = cv2.morphologyEx(like, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
         candidates = like & person_s & ((beside & ~oval_s) | (oval_s & fringe_zone))
-        _, comp = cv2.connectedComponents((candidates | seeds).astype(np.uint8), connectivity=8)
-        hair_s = seeds | (candidates & np.isin(comp, np.unique(comp[seeds])) & (comp > 0))
+        count, comp = cv2.connectedComponents((candidates | seeds).astype(np.uint8), connectivity=8)
+        touches_seed = np.zeros(count, bool)
+        touches_seed[comp[seeds]] = True
+        hair_s = seeds | (candidates & touches_seed[comp])
 
     # Skin-coloured pixels beside the face, above the chin, are ears (face skin); every other person
     # pixel that is neither hair nor face is neck, torso or clothing.
