@@ -206,18 +206,8 @@ def test_face_too_small(tmp_path):
 
 
 def test_truncated_file(tmp_path):
-    import av
-
-    path = tmp_path / "fs.mp4"
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:  # index first, as streamed files are
-        s = c.add_stream("libx264", rate=25)
-        s.width = s.height = 160
-        s.pix_fmt = "yuv420p"
-        for f in frames_of(ANCHOR, 60, 160):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    # index first, as files made for streaming are: a cut copy still opens, with frames missing
+    path = write_video(tmp_path / "fs.mp4", frames_of(ANCHOR, 60, 160), container_options={"movflags": "faststart"})
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
     with pytest.raises(InputError, match="truncated"):
@@ -277,18 +267,8 @@ def test_cli_run_with_preset_config_and_env(tmp_path, canvas_clip):
 
 
 def test_raw_stream_without_timestamps_is_decoded_in_order(tmp_path):
-    import av
-
-    path = tmp_path / "camera.h264"  # an elementary stream, as some cameras write: no container, no timestamps
-    with av.open(str(path), "w", format="h264") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width = s.height = 160
-        s.pix_fmt = "yuv420p"
-        for f in frames_of(ANCHOR, 30, 160):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    # an elementary stream, as some cameras write: no container, no timestamps
+    path = write_video(tmp_path / "camera.h264", frames_of(ANCHOR, 30, 160), container_format="h264")
     result = preprocess_video(path, tmp_path / "ds", _cfg())
     ds = Dataset(result.dataset_dir)
     assert ds.num_frames == 30 and ds.valid.all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -148,6 +149,29 @@ def _display_size(width: int, height: int, sar: Fraction, rotation: int) -> tupl
     return (height, width) if rotation in (90, 270) else (width, height)
 
 
+@contextmanager
+def _decoder(path: Path, threads: int) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream, Fraction]]:
+    """The open container, its video stream set up for decoding, and the stream's sample aspect ratio."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        yield container, stream, _sample_aspect(stream)
+
+
+def _upright_rgb(frame: av.VideoFrame, sar: Fraction, scale_to: tuple[int, int] | None,
+                 interpolation: str | None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame: scaled (to ``scale_to``, upright size, or to square
+    pixels), then turned upright."""
+    rotation = _rotation(frame)
+    if scale_to is not None:
+        w, h = scale_to if rotation in (0, 180) else scale_to[::-1]
+    else:
+        w, h = _display_size(frame.width, frame.height, sar, 0)
+    rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
+
+
 def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | None = None, step: int = 1,
                 threads: int = 0, scale_to: tuple[int, int] | None = None,
                 interpolation: str | None = None) -> Iterator[Frame]:
@@ -166,11 +190,7 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
         InputError: when the data stops decoding part-way (a corrupt or truncated file).
     """
     path = Path(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-        sar = _sample_aspect(stream)
+    with _decoder(path, threads) as (container, stream, sar):
         seconds_per_tick = float(stream.time_base)  # times computed as in frame_timestamps, bit for bit
         decoded = -1
         kept = 0
@@ -184,14 +204,7 @@ def read_frames(path: Path, *, start_seconds: float = 0.0, max_frames: int | Non
                 decoded += 1
                 if decoded % step:
                     continue
-                rotation = _rotation(frame)
-                if scale_to is not None:
-                    w, h = scale_to if rotation in (0, 180) else scale_to[::-1]
-                else:
-                    w, h = _display_size(frame.width, frame.height, sar, 0)
-                rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
-                if rotation:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, rotation // 90))
+                rgb = _upright_rgb(frame, sar, scale_to, interpolation)
                 yield Frame(index=kept, source_index=source_index, time_seconds=t, rgb=rgb)
                 kept += 1
                 if max_frames is not None and kept >= max_frames:
@@ -243,11 +256,7 @@ def decode_at(path: Path, pts: np.ndarray, *, scale_to: tuple[int, int] | None =
         InputError: a wanted frame does not come out of the decoder (the file is damaged).
     """
     path = Path(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-        sar = _sample_aspect(stream)
+    with _decoder(path, threads) as (container, stream, sar):
         container.seek(int(pts[0]), stream=stream, backward=True, any_frame=False)
         k = 0
         try:
@@ -256,13 +265,7 @@ def decode_at(path: Path, pts: np.ndarray, *, scale_to: tuple[int, int] | None =
                     continue  # before the segment: decoded only to reach it
                 if frame.pts != pts[k]:
                     break
-                rotation = _rotation(frame)
-                if scale_to is not None:
-                    w, h = scale_to if rotation in (0, 180) else scale_to[::-1]
-                else:
-                    w, h = _display_size(frame.width, frame.height, sar, 0)
-                rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
-                yield np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
+                yield _upright_rgb(frame, sar, scale_to, interpolation)
                 k += 1
                 if k == len(pts):
                     return
@@ -275,9 +278,12 @@ class VideoWriter:
     """Write RGB frames to an H.264 (or other codec) file. Use as a context manager."""
 
     def __init__(self, path: Path, fps: float, *, codec: str = "libx264", crf: int = 18, pix_fmt: str = "yuv420p",
-                 rotation_deg: int = 0, options: dict[str, str] | None = None):
+                 rotation_deg: int = 0, options: dict[str, str] | None = None, container_format: str | None = None,
+                 container_options: dict[str, str] | None = None):
+        """Args: ``options`` go to the encoder, ``container_options`` to the muxer (e.g.
+        ``{"movflags": "faststart"}``); ``container_format`` overrides the one the suffix implies."""
         self.path = Path(path)
-        self._container = av.open(str(self.path), "w")
+        self._container = av.open(str(self.path), "w", format=container_format, options=container_options or {})
         self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.pix_fmt = pix_fmt
         opts = {"crf": str(crf)} if codec in ("libx264", "libx265") else {}
