@@ -25,6 +25,7 @@ from neuavatar.errors import ConfigError, NeuAvatarError
 from neuavatar.preprocess import PreprocessConfig, preprocess_video
 from neuavatar.presets import DEFAULT_PRESET, PRESETS, RunConfig
 from neuavatar.progress import TqdmProgress
+from neuavatar.track.options import TrackerOptions
 
 __all__ = ["main"]
 
@@ -47,8 +48,25 @@ class PreprocessArgs:
 
 
 @dataclasses.dataclass
+class TrackArgs:
+    """Fit the head model to a dataset: identity, expressions, poses, camera and lighting per frame."""
+
+    dataset: tyro.conf.Positional[Path]
+    """Dataset directory (made by `neuavatar preprocess`)."""
+    out: Path
+    """Tracking directory to create."""
+    track: Annotated[TrackerOptions, _FLAT] = dataclasses.field(default_factory=TrackerOptions)
+    config: Path | None = None
+    """TOML or JSON file with a [track] section; flags override it."""
+    overwrite: bool = False
+    """Replace OUT if it holds a different tracking."""
+    overlay: bool = True
+    """Write overlay.mp4 (every frame with the fitted head drawn over it)."""
+
+
+@dataclasses.dataclass
 class RunArgs:
-    """Run the whole pipeline in this process, on local files (today: preprocess)."""
+    """Run the whole pipeline in this process, on local files (today: preprocess, track)."""
 
     video: tyro.conf.Positional[Path]
     """Input video."""
@@ -58,7 +76,7 @@ class RunArgs:
     """Named settings: 'gpu' (full quality) or 'cpu-smoke' (small and quick, for CI and CPU-only machines)."""
     settings: RunConfig = dataclasses.field(default_factory=RunConfig)
     config: Path | None = None
-    """TOML or JSON file with a section per stage ([preprocess], ...); flags override it."""
+    """TOML or JSON file with a section per stage ([preprocess], [track]); flags override it."""
     overwrite: bool = False
     """Replace stage outputs that hold something different."""
 
@@ -73,7 +91,7 @@ class SampleArgs:
     """Length of the video."""
 
 
-_COMMANDS = {"preprocess": PreprocessArgs, "run": RunArgs, "sample": SampleArgs}
+_COMMANDS = {"preprocess": PreprocessArgs, "track": TrackArgs, "run": RunArgs, "sample": SampleArgs}
 
 
 def _usage() -> str:
@@ -114,6 +132,23 @@ def _cmd_preprocess(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_track(argv: list[str]) -> int:
+    from neuavatar.track import track_dataset
+
+    config_file, _ = _pre_parse(argv)
+    base = _settings(config_file, DEFAULT_PRESET).track
+    default = TrackArgs(dataset=tyro.MISSING, out=tyro.MISSING, track=base)
+    args = tyro.cli(TrackArgs, args=argv, default=default, prog="neuavatar track")
+    progress = TqdmProgress()
+    try:
+        result = track_dataset(args.dataset, args.out, args.track, overwrite=args.overwrite, overlay=args.overlay,
+                               progress=progress)
+    finally:
+        progress.close()
+    print(result.summary_text())
+    return 0
+
+
 def _cmd_run(argv: list[str]) -> int:
     config_file, preset = _pre_parse(argv)
     preset = preset or DEFAULT_PRESET
@@ -122,15 +157,22 @@ def _cmd_run(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(args.settings, out / "run_config.json")
+    from neuavatar.track import track_dataset
+
     progress = TqdmProgress()
     try:
-        print(f"[1/1] preprocess -> {out / 'dataset'}", file=sys.stderr)
-        result = preprocess_video(args.video, out / "dataset", args.settings.preprocess, overwrite=args.overwrite,
-                                  progress=progress)
+        print(f"[1/2] preprocess -> {out / 'dataset'}", file=sys.stderr)
+        prepared = preprocess_video(args.video, out / "dataset", args.settings.preprocess, overwrite=args.overwrite,
+                                    progress=progress)
+        print(prepared.summary_text())
+        progress.close()
+        print(f"[2/2] track -> {out / 'tracking'}", file=sys.stderr)
+        tracked = track_dataset(prepared.dataset_dir, out / "tracking", args.settings.track, overwrite=args.overwrite,
+                                progress=progress)
+        print(tracked.summary_text())
     finally:
         progress.close()
-    print(result.summary_text())
-    print("later stages (track, train, render) are not part of this release yet")
+    print("later stages (train, render) are not part of this release yet")
     return 0
 
 
@@ -143,7 +185,7 @@ def _cmd_sample(argv: list[str]) -> int:
     return 0
 
 
-_HANDLERS = {"preprocess": _cmd_preprocess, "run": _cmd_run, "sample": _cmd_sample}
+_HANDLERS = {"preprocess": _cmd_preprocess, "track": _cmd_track, "run": _cmd_run, "sample": _cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`neuavatar ... | head`): nothing to report
+        sys.stderr.close()
+        return 0
     except Exception:  # a bug: keep the traceback for the report, show the person one line
         fd, path = tempfile.mkstemp(prefix="neuavatar-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as f:

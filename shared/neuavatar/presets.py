@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from neuavatar.preprocess.options import PreprocessConfig
+from neuavatar.track.options import TrackerOptions
 
 __all__ = ["RunConfig", "PRESETS", "DEFAULT_PRESET"]
 
@@ -21,11 +22,18 @@ class RunConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     """Video -> dataset."""
 
+    track: TrackerOptions = field(default_factory=TrackerOptions)
+    """Dataset -> tracking (head parameters per frame)."""
+
 
 PRESETS: dict[str, RunConfig] = {
     # Full quality, meant for a GPU host.
     "gpu": RunConfig(),
     # What CI and a machine without a GPU run end to end: small images, few iterations.
-    "cpu-smoke": RunConfig(preprocess=PreprocessConfig(size=128, contact_sheet_frames=8)),
+    "cpu-smoke": RunConfig(
+        preprocess=PreprocessConfig(size=128, contact_sheet_frames=8),
+        track=TrackerOptions(device="cpu", landmark_steps=200, photometric_steps=(60,), photometric_sizes=(128,),
+                             batch_frames=16, texture_size=128),
+    ),
 }
 DEFAULT_PRESET = "gpu"

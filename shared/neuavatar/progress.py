@@ -24,9 +24,10 @@ def no_progress(step: str, done: int, total: int | None) -> None:
 class TqdmProgress:
     """One tqdm bar per step, on stderr."""
 
-    def __init__(self, unit: str = "frame"):
+    def __init__(self, units: dict[str, str] | None = None):
+        """``units``: the unit each step counts in (default "frame"; the tracker counts "step")."""
         self._bars: dict[str, object] = {}
-        self._unit = unit
+        self._units = {"track": "step", **(units or {})}
 
     def __call__(self, step: str, done: int, total: int | None) -> None:
         from tqdm import tqdm
@@ -35,8 +36,8 @@ class TqdmProgress:
         if bar is None:
             for other in self._bars.values():  # a new step finishes the previous bars
                 other.close()
-            bar = self._bars[step] = tqdm(total=total, desc=f"{step:>9}", unit=self._unit, dynamic_ncols=True,
-                                          leave=True)
+            bar = self._bars[step] = tqdm(total=total, desc=f"{step:>9}", unit=self._units.get(step, "frame"),
+                                          dynamic_ncols=True, leave=True)
         if total is not None and bar.total != total:
             bar.total = total
         bar.update(done - bar.n)

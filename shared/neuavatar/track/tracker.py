@@ -1,0 +1,391 @@
+"""The tracker: per-frame head parameters, camera, lighting and an albedo from a dataset.
+
+Offline (``Tracker.track_video``): every frame at once, by minimising
+
+    E = w_l Σ ρ(|π(landmarks(θ_t)) - l_t|)                   dense landmark reprojection (robust)
+      + w_p Σ |I_t - A(uv) · SH(n; L_t)|_face                 photometric, on the face
+      + w_s Σ |coverage_t - face_t|                            silhouette, hair and torso ignored
+      + w_v Σ |Δ² pose_t|² + w_e Σ |Δ (ψ_t, jaw_t)|²           temporal smoothness
+      + priors on identity, expression and joint angles
+
+over shared identity β, focal length f and albedo A, and per-frame expression ψ_t, jaw, neck,
+eyes, head rotation and translation, and SH lighting L_t. A closed-form rigid fit starts it; the
+first stage uses landmarks only, then photometric stages render coarse to fine.
+
+Real-time (``Tracker.realtime``): one frame at a time, warm-started from the previous one,
+landmarks only, for live driving.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from neuavatar.dataset import LABELS, Dataset
+from neuavatar.head.model import HeadModel, HeadParams
+from neuavatar.progress import Progress, no_progress
+from neuavatar.render import project
+from neuavatar.render.camera import model_to_camera
+from neuavatar.track.cameras import CropCameras
+from neuavatar.track.head_render import HeadRenderer
+from neuavatar.track.init import rigid_init
+from neuavatar.track.losses import acceleration, landmark_error, landmark_loss, masked_l1, silhouette_iou, velocity
+from neuavatar.track.options import TrackerOptions
+from neuavatar.track.shading import ambient_lighting
+
+__all__ = ["Tracker", "TrackState", "TrackingInputs", "RealtimeTracker", "REFERENCE_SIZE"]
+
+REFERENCE_SIZE = 512  # landmark errors are reported in pixels of a 512 x 512 crop
+_FACE_LABELS = [LABELS.index(n) for n in ("face_skin", "eyes", "mouth_interior", "lips")]
+_IGNORED_LABELS = [LABELS.index(n) for n in ("hair", "neck_torso")] + [255]
+
+
+class TrackingInputs:
+    """What the tracker uses of a dataset, on the tracking device; images are loaded per size."""
+
+    def __init__(self, dataset: Dataset, device: torch.device):
+        self.dataset = dataset
+        self.device = device
+        self.size = dataset.size
+        self.landmarks = torch.from_numpy(np.nan_to_num(dataset.landmarks)).float().to(device)  # (T, 478, 3)
+        self.valid = torch.from_numpy(dataset.valid).to(device)
+        src = dataset.meta["source"]
+        self.cameras = CropCameras(torch.from_numpy(dataset.crop_to_source).float(), (src["width"], src["height"]),
+                                   dataset.size).to(device)
+        self._images: dict[int, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.valid)
+
+    def images(self, size: int) -> tuple[Tensor, Tensor]:
+        """(T, size, size, 3) uint8 frames and (T, size, size) uint8 labels, resized, on the device."""
+        if size not in self._images:
+            def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+                img = cv2.resize(self.dataset.image(i), (size, size), interpolation=cv2.INTER_AREA)
+                lab = cv2.resize(self.dataset.labels(i), (size, size), interpolation=cv2.INTER_NEAREST)
+                return img, lab
+
+            with cf.ThreadPoolExecutor(8) as pool:  # OpenCV releases the GIL while decoding
+                pairs = list(pool.map(load, range(self.num_frames)))
+            imgs = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
+            labs = torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device)
+            self._images = {size: (imgs, labs)}  # keep one size: the stages go coarse to fine
+        return self._images[size]
+
+
+class TrackState(nn.Module):
+    """Everything the tracker fits, as parameters: shared identity, focal length, albedo, and per
+    frame expression, joints, rigid pose and lighting."""
+
+    def __init__(self, model: HeadModel, num_frames: int, texture_size: int, device: torch.device):
+        super().__init__()
+        z = lambda *s: nn.Parameter(torch.zeros(*s, device=device))  # noqa: E731
+        self.shape = z(1, model.num_shape)
+        self.log_focal = z(())
+        self.expression = z(num_frames, model.num_expression)
+        self.jaw = z(num_frames, 3)
+        self.neck = z(num_frames, 3)
+        self.eyes = z(num_frames, 2, 3)
+        self.rotation = z(num_frames, 3)
+        self.translation = z(num_frames, 3)
+        self.lighting = nn.Parameter(ambient_lighting(num_frames, device))
+        self.albedo = nn.Parameter(torch.full((1, texture_size, texture_size, 3), 0.6, device=device))
+
+    def head(self, frames: Tensor | slice = slice(None)) -> HeadParams:
+        """The head parameters of ``frames`` (an index tensor or slice)."""
+        rotation = self.rotation[frames]
+        return HeadParams(shape=self.shape.expand(len(rotation), -1), expression=self.expression[frames],
+                          jaw=self.jaw[frames], neck=self.neck[frames], eyes=self.eyes[frames], rotation=rotation,
+                          translation=self.translation[frames])
+
+
+@dataclass
+class TrackResult:
+    """The fitted state, its metrics and the loss history."""
+
+    state: TrackState
+    metrics: dict[str, float]
+    per_frame: dict[str, np.ndarray]  # (T,) arrays: landmark error, silhouette IoU
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Tracker:
+    """Fits a :class:`HeadModel` to datasets (offline) or to a stream of landmarks (real-time)."""
+
+    def __init__(self, model: HeadModel, options: TrackerOptions, device: torch.device):
+        self.model = model.to(device)
+        self.options = options
+        self.device = device
+        self.renderer = HeadRenderer(self.model)
+        self._landmark_ids = self.model.landmark_vertices()
+        weights = torch.ones(478, device=device)
+        weights[[10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+                 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]] = 0.5  # face outline
+        self._landmark_weights = weights
+
+    @classmethod
+    def create_from_options(cls, options: TrackerOptions | None = None) -> Tracker:
+        """Load the head model the options name and pick the device."""
+        from neuavatar.track.models import load_head_model
+
+        options = options or TrackerOptions()
+        if options.device == "auto":
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            device = torch.device(options.device)
+        return cls(load_head_model(options), options, device)
+
+    # --- offline -------------------------------------------------------------------------------
+
+    def track_video(self, dataset: Dataset, progress: Progress = no_progress) -> TrackResult:
+        """Track every frame of ``dataset``."""
+        started = time.perf_counter()
+        opt = self.options
+        inputs = TrackingInputs(dataset, self.device)
+        state = TrackState(self.model, inputs.num_frames, opt.texture_size, self.device)
+        state.log_focal.data.fill_(math.log(opt.focal_init))
+        self._rigid_init(state, inputs)
+        total = opt.landmark_steps + sum(opt.photometric_steps)
+        history: list[dict[str, float]] = []
+        step = 0
+
+        def report(losses: dict[str, Tensor]) -> None:
+            nonlocal step
+            step += 1
+            if step % 10 == 0 or step == total:
+                history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
+                progress("track", step, total)
+
+        optimizer = self._optimizer(state, photometric=False)
+        for _ in range(opt.landmark_steps):
+            losses = self._landmark_energy(state, inputs)
+            self._step(optimizer, losses)
+            report(losses)
+
+        generator = torch.Generator(device="cpu").manual_seed(opt.seed)
+        valid_frames = inputs.valid.nonzero()[:, 0].cpu()
+        for steps, size in zip(opt.photometric_steps, opt.photometric_sizes):
+            size = min(size, inputs.size)
+            images, labels = inputs.images(size)
+            if step == opt.landmark_steps:
+                self._init_albedo(state, images, labels)
+            optimizer = self._optimizer(state, photometric=True)
+            for _ in range(steps):
+                pick = valid_frames[torch.randperm(len(valid_frames), generator=generator)[: opt.batch_frames]]
+                losses = self._landmark_energy(state, inputs)
+                losses.update(self._image_energy(state, inputs, pick.to(self.device), images, labels, size))
+                self._step(optimizer, losses)
+                report(losses)
+
+        metrics, per_frame = self.evaluate(state, inputs)
+        return TrackResult(state=state, metrics=metrics, per_frame=per_frame, history=history,
+                           seconds=time.perf_counter() - started)
+
+    def _optimizer(self, state: TrackState, photometric: bool) -> torch.optim.Optimizer:
+        lr = self.options.learning_rate
+        groups = [
+            {"params": [state.expression, state.jaw, state.neck, state.eyes, state.rotation], "lr": lr},
+            {"params": [state.translation], "lr": lr * 0.05},
+            {"params": [state.shape, state.log_focal], "lr": lr * 0.5},
+        ]
+        if photometric:
+            groups += [{"params": [state.lighting], "lr": lr}, {"params": [state.albedo], "lr": lr}]
+        return torch.optim.Adam(groups)
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, losses: dict[str, Tensor]) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"] = sum(v for k, v in losses.items() if k.startswith("w_"))
+        losses["total"].backward()
+        optimizer.step()
+
+    def _rigid_init(self, state: TrackState, inputs: TrackingInputs) -> None:
+        with torch.no_grad():
+            neutral = self.model(self.model.zero_params(1))
+            model_points = self.model.landmarks(neutral.vertices)[0]
+            frames = torch.arange(inputs.num_frames, device=self.device)
+            k = inputs.cameras.intrinsics(state.log_focal, frames, inputs.size)
+            rotation, translation = rigid_init(model_points, neutral.joints[0, 0], inputs.landmarks, k)
+            valid = inputs.valid
+            if valid.any() and not valid.all():  # frames without landmarks take their neighbours' pose
+                t = frames.float()
+                for values in (rotation, translation):
+                    for c in range(3):
+                        values[:, c] = torch.from_numpy(np.interp(t.cpu().numpy(), t[valid].cpu().numpy(),
+                                                                  values[valid, c].cpu().numpy())).to(values)
+            state.rotation.data.copy_(rotation)
+            state.translation.data.copy_(translation)
+
+    def project_landmarks(self, state: TrackState, cameras: CropCameras, frames: Tensor, size: int) -> Tensor:
+        """(B, 478, 2) model landmarks of ``frames`` projected into ``size`` x ``size`` crops."""
+        head = self.model(state.head(frames), vertex_ids=self._landmark_ids)
+        points = self.model.landmarks_from_subset(head.vertices, self._landmark_ids)
+        return project(model_to_camera(points), cameras.intrinsics(state.log_focal, frames, size))
+
+    def _landmark_energy(self, state: TrackState, inputs: TrackingInputs) -> dict[str, Tensor]:
+        opt = self.options
+        frames = torch.arange(inputs.num_frames, device=self.device)
+        projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
+        error = landmark_error(projected, inputs.landmarks[..., :2], REFERENCE_SIZE / inputs.size)
+        pose = torch.cat([state.rotation, state.translation * 10, state.neck], -1)  # translation in decimetres
+        return {
+            "w_landmarks": opt.w_landmarks * landmark_loss(error, inputs.valid, self._landmark_weights),
+            "w_smooth_pose": opt.w_smooth_pose * acceleration(pose),
+            "w_smooth_expression": opt.w_smooth_expression * (velocity(state.expression) + velocity(state.jaw)
+                                                              + velocity(state.eyes)),
+            "w_shape_prior": opt.w_shape_prior * state.shape.pow(2).mean(),
+            "w_expression_prior": opt.w_expression_prior * state.expression.pow(2).mean(),
+            "w_joint_prior": opt.w_joint_prior * (state.jaw.pow(2).mean() + state.neck.pow(2).mean()
+                                                  + 0.1 * state.eyes.pow(2).mean()),
+            "landmark_px": (error * inputs.valid[:, None]).sum().detach() / (inputs.valid.sum() * 478).clamp_min(1),
+        }
+
+    def _image_energy(self, state: TrackState, inputs: TrackingInputs, frames: Tensor, images: Tensor,
+                      labels: Tensor, size: int) -> dict[str, Tensor]:
+        opt = self.options
+        head = self.model(state.head(frames))
+        k = inputs.cameras.intrinsics(state.log_focal, frames, size)
+        out = self.renderer(head.vertices, k, size, albedo=state.albedo, lighting=state.lighting[frames])
+        target = images[frames].float() / 255
+        lab = labels[frames].long()
+        face = torch.isin(lab, torch.tensor(_FACE_LABELS, device=self.device))
+        ignore = torch.isin(lab, torch.tensor(_IGNORED_LABELS, device=self.device))
+        on_face = (face & (out.rast[..., 3] > 0)).float()[..., None]
+        photometric = masked_l1(out.color, target, on_face)
+        keep = (~ignore).float()[..., None]
+        silhouette = ((out.mask - face.float()[..., None]).abs() * keep).mean()
+        return {"w_photometric": opt.w_photometric * photometric, "w_silhouette": opt.w_silhouette * silhouette}
+
+    def _init_albedo(self, state: TrackState, images: Tensor, labels: Tensor) -> None:
+        """Start the albedo at the mean colour of the face skin."""
+        skin = labels == LABELS.index("face_skin")
+        colour = (images.float() / 255)[skin].mean(0) if skin.any() else torch.full((3,), 0.6, device=self.device)
+        state.albedo.data[:] = colour
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, state: TrackState, inputs: TrackingInputs, iou_size: int = 256) -> tuple[dict, dict]:
+        """Landmark error (px at 512x512), face-silhouette IoU and jitter, over the valid frames."""
+        frames = torch.arange(inputs.num_frames, device=self.device)
+        scale = REFERENCE_SIZE / inputs.size
+        projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
+        detected = inputs.landmarks[..., :2]
+        error = landmark_error(projected, detected, scale).mean(-1)  # (T,)
+        valid = inputs.valid
+        size = min(iou_size, inputs.size)
+        _, labels = inputs.images(size)
+        ious = torch.full((inputs.num_frames,), float("nan"), device=self.device)
+        for chunk in frames[valid].split(64):
+            head = self.model(state.head(chunk))
+            k = inputs.cameras.intrinsics(state.log_focal, chunk, size)
+            out = self.renderer(head.vertices, k, size)
+            lab = labels[chunk].long()
+            ious[chunk] = silhouette_iou(out.rast[..., 3] > 0,
+                                         torch.isin(lab, torch.tensor(_FACE_LABELS, device=self.device)),
+                                         torch.isin(lab, torch.tensor(_IGNORED_LABELS, device=self.device)))
+        jitter_fit = _jitter(projected * scale, valid)
+        jitter_raw = _jitter(detected * scale, valid)
+        metrics = {
+            "landmark_error_px": float(error[valid].mean()),
+            "landmark_error_median_px": float(error[valid].median()),
+            "silhouette_iou": float(ious[valid].mean()),
+            "jitter_px_per_frame2": jitter_fit,
+            "detector_jitter_px_per_frame2": jitter_raw,
+            "focal_source_px": float(inputs.cameras.focal_source(state.log_focal)),
+            "frames": int(inputs.num_frames),
+            "valid_frames": int(valid.sum()),
+        }
+        return metrics, {"landmark_error_px": error.cpu().numpy(), "silhouette_iou": ious.cpu().numpy()}
+
+    # --- real time -----------------------------------------------------------------------------
+
+    def realtime(self, image_size: int, focal_px: float, shape: Tensor | None = None) -> RealtimeTracker:
+        """A session that tracks one frame at a time (see :class:`RealtimeTracker`)."""
+        return RealtimeTracker(self, image_size, focal_px, shape)
+
+
+def _jitter(points: Tensor, valid: Tensor) -> float:
+    """Mean |x_{t+1} - 2 x_t + x_{t-1}| of (T, L, 2) points over triplets of valid frames."""
+    ok = valid[2:] & valid[1:-1] & valid[:-2]
+    if not ok.any():
+        return float("nan")
+    acc = torch.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], dim=-1).mean(-1)
+    return float(acc[ok].mean())
+
+
+class RealtimeTracker:
+    """Tracks a live stream of landmarks, one frame at a time (MediaPipe's ``detect_for_video``).
+
+    Each frame starts from the previous frame's answer and takes a few optimisation steps on the
+    landmark energy plus a pull towards the previous frame. Identity and focal length are fixed.
+    """
+
+    def __init__(self, tracker: Tracker, image_size: int, focal_px: float, shape: Tensor | None = None):
+        self.tracker = tracker
+        self.model = tracker.model
+        self.size = image_size
+        dev = tracker.device
+        self.intrinsics = torch.tensor([[focal_px, focal_px, image_size / 2, image_size / 2]], device=dev)
+        self.params = self.model.zero_params(1)
+        if shape is not None:
+            self.params.shape = shape.reshape(1, -1).to(dev)
+        self._free = ["expression", "jaw", "neck", "eyes", "rotation", "translation"]
+        for name in self._free:
+            setattr(self.params, name, getattr(self.params, name).clone().requires_grad_(True))
+        self._optimizer = torch.optim.Adam([getattr(self.params, n) for n in self._free], lr=0.02)
+        self._previous: dict[str, Tensor] | None = None
+        self._last_ms: int | None = None
+
+    def track_frame(self, landmarks: Tensor, timestamp_ms: int) -> HeadParams:
+        """Head parameters for one frame.
+
+        Args:
+            landmarks: (478, 3) MediaPipe landmarks in pixels of the ``image_size`` image (z: depth).
+            timestamp_ms: the frame's time; must increase from call to call.
+
+        Raises:
+            ValueError: for landmarks of the wrong shape or a timestamp that goes back.
+        """
+        if tuple(landmarks.shape) != (478, 3):
+            raise ValueError(f"landmarks must be (478, 3), got {tuple(landmarks.shape)}")
+        if self._last_ms is not None and timestamp_ms <= self._last_ms:
+            raise ValueError(f"timestamp_ms must increase: {timestamp_ms} after {self._last_ms}")
+        self._last_ms = timestamp_ms
+        tr = self.tracker
+        detected = landmarks.to(tr.device, torch.float32)[None]
+        if self._previous is None:
+            with torch.no_grad():
+                neutral = self.model.zero_params(1)
+                neutral.shape = self.params.shape.detach()
+                rest = self.model(neutral)
+                rot, trans = rigid_init(self.model.landmarks(rest.vertices)[0], rest.joints[0, 0], detected,
+                                        self.intrinsics)
+                self.params.rotation.data.copy_(rot)
+                self.params.translation.data.copy_(trans)
+        ids = tr._landmark_ids
+        scale = REFERENCE_SIZE / self.size
+        for _ in range(tr.options.realtime_steps):
+            head = self.model(self.params, vertex_ids=ids)
+            points = self.model.landmarks_from_subset(head.vertices, ids)
+            projected = project(model_to_camera(points), self.intrinsics)
+            error = landmark_error(projected, detected[..., :2], scale)
+            loss = landmark_loss(error, torch.ones(1, dtype=torch.bool, device=tr.device), tr._landmark_weights)
+            loss = loss + tr.options.w_expression_prior * self.params.expression.pow(2).mean()
+            loss = loss + tr.options.w_joint_prior * (self.params.jaw.pow(2).mean() + self.params.neck.pow(2).mean())
+            if self._previous is not None:
+                loss = loss + sum(0.5 * (getattr(self.params, n) - self._previous[n]).pow(2).sum() for n in self._free)
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimizer.step()
+        self._previous = {n: getattr(self.params, n).detach().clone() for n in self._free}
+        return self.params.detach()
