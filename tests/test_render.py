@@ -498,7 +498,12 @@ def test_torch_and_nvdiffrast_agree(batch):
     clip, faces, verts = _sphere_scene(batch, size)
     colors = torch.rand_like(verts)
     outputs, grads = {}, {}
-    cotangent = torch.randn(batch, *size, 3, device="cuda")
+    # Compare gradients where both backends see the same triangles around a pixel: one pixel that
+    # sees another (edge-on) triangle can carry a huge barycentric gradient of its own.
+    ids = [rasterize(clip, faces, size, backend=b)[..., 3] for b in ("torch", "nvdiffrast")]
+    same = (ids[0] == ids[1]).float()[:, None]
+    keep = (-torch.nn.functional.max_pool2d(-same, 3, stride=1, padding=1))[:, 0, ..., None]
+    cotangent = torch.randn(batch, *size, 3, device="cuda") * keep
     for backend in ("torch", "nvdiffrast"):
         c = clip.clone().requires_grad_()
         a = colors.clone().requires_grad_()

@@ -17,6 +17,7 @@ from neuavatar.head import load_openhead
 from neuavatar.render import model_to_camera, project
 from neuavatar.track import Tracker, TrackerOptions, Tracking, track_dataset
 from neuavatar.track.init import matrix_to_axis_angle, rigid_init
+from neuavatar.track.tracker import landmarks_with_offsets
 
 from conftest import ANCHOR
 
@@ -101,7 +102,9 @@ def test_tracking_params_reproduce_the_landmarks(tracked, dataset_dir, head):
     ds = Dataset(dataset_dir)
     params = tracking.head_params(slice(0, 8))
     k = torch.from_numpy(tracking.arrays["intrinsics"][:8])
-    uv = project(model_to_camera(head.landmarks(head(params).vertices)), k).numpy()
+    offsets = torch.from_numpy(tracking.arrays["landmark_offsets"])
+    points = landmarks_with_offsets(head, params, offsets, head.landmark_vertices())
+    uv = project(model_to_camera(points), k).numpy()
     error = np.linalg.norm(uv - ds.landmarks[:8, :, :2], axis=-1).mean() * 512 / ds.size
     assert error < 3.0
     assert abs(error - tracking.arrays["landmark_error_px"][:8].mean()) < 0.05
@@ -121,18 +124,37 @@ def test_realtime_mode(dataset_dir, head, tracked):
     tracking = Tracking.load(tracked.tracking_dir)
     tracker = Tracker(head, TrackerOptions(device="cpu"), torch.device("cpu"))
     focal = float(tracking.arrays["intrinsics"][0, 0])
-    session = tracker.realtime(ds.size, focal, shape=torch.from_numpy(tracking.arrays["shape"]))
+    offsets = torch.from_numpy(tracking.arrays["landmark_offsets"])
+    session = tracker.realtime(ds.size, focal, shape=torch.from_numpy(tracking.arrays["shape"]),
+                               landmark_offsets=offsets)
     errors = []
     for i in range(32):
         lmk = torch.from_numpy(ds.landmarks[i]).float()  # this clip's crop is the whole (still) frame
         p = session.track_frame(lmk, timestamp_ms=40 * i)
-        uv = project(model_to_camera(head.landmarks(head(p).vertices)), session.intrinsics)[0]
+        points = landmarks_with_offsets(head, p, offsets, head.landmark_vertices())
+        uv = project(model_to_camera(points), session.intrinsics)[0]
         errors.append(float(torch.linalg.norm(uv - lmk[:, :2], dim=-1).mean()) * 512 / ds.size)
     assert np.mean(errors[8:]) < 4.0, errors
     with pytest.raises(ValueError, match="increase"):
         session.track_frame(torch.from_numpy(ds.landmarks[32]).float(), timestamp_ms=0)
     with pytest.raises(ValueError, match=r"\(478, 3\)"):
         session.track_frame(torch.zeros(68, 3), timestamp_ms=10_000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_realtime_cuda_graph_matches_eager(dataset_dir, head):
+    """The captured CUDA graph computes what the step-by-step (eager) loop computes."""
+    ds = Dataset(dataset_dir)
+    results = []
+    for use_graph in (True, False):
+        tracker = Tracker(head, TrackerOptions(device="cuda"), torch.device("cuda"))
+        session = tracker.realtime(ds.size, 300.0)
+        session._use_graph = use_graph
+        for i in range(6):
+            p = session.track_frame(torch.from_numpy(ds.landmarks[i]).float(), timestamp_ms=40 * i)
+        results.append(p)
+    for name in ("expression", "jaw", "rotation", "translation"):
+        torch.testing.assert_close(getattr(results[0], name), getattr(results[1], name), rtol=0, atol=2e-3)
 
 
 def test_bad_datasets(tmp_path, dataset_dir):

@@ -14,6 +14,8 @@ Every function is batched over B and differentiable; tensors stay on the caller'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -57,7 +59,7 @@ def blend_shapes(coefficients: Tensor, basis: Tensor) -> Tensor:
     return torch.einsum("bk,vck->bvc", coefficients, basis)
 
 
-def skin(v_shaped: Tensor, joints: Tensor, pose: Tensor, parents: Tensor, weights: Tensor,
+def skin(v_shaped: Tensor, joints: Tensor, pose: Tensor, parents: Tensor | Sequence[int], weights: Tensor,
          pose_correctives: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Pose a shaped mesh with linear blend skinning.
 
@@ -65,8 +67,8 @@ def skin(v_shaped: Tensor, joints: Tensor, pose: Tensor, parents: Tensor, weight
         v_shaped: (B, V, 3) vertices in the rest pose, identity and expression applied.
         joints: (B, J, 3) rest-pose joint positions.
         pose: (B, J, 3) axis-angle rotation of each joint relative to its parent.
-        parents: (J,) long, parent index of each joint, -1 for the root (which must come first, and
-            every parent before its children).
+        parents: (J,) parent index of each joint (a tensor or a sequence of ints: a sequence avoids
+            a device sync), -1 for the root (which must come first, every parent before its children).
         weights: (V, J) skinning weights, rows summing to 1.
         pose_correctives: (P, V * 3) with P = 9 (J - 1), FLAME's pose-dependent offsets, or None.
             Row k = 9 (j - 1) + 3 r + c is entry (r, c) of R_j - I for joints j = 1..J-1; column
@@ -83,11 +85,11 @@ def skin(v_shaped: Tensor, joints: Tensor, pose: Tensor, parents: Tensor, weight
         v_shaped = v_shaped + (feature @ pose_correctives).reshape(b, -1, 3)
 
     # Rigid transform of each joint in world space, walking the chain from the root.
+    parent_of = parents.tolist() if isinstance(parents, Tensor) else list(parents)
     rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
+    rel[:, 1:] = joints[:, 1:] - joints[:, parent_of[1:]]
     local = _transform(rot, rel)  # (B, J, 4, 4)
     chain = [local[:, 0]]
-    parent_of = parents.tolist()  # once: indexing a CUDA tensor per joint would sync every time
     for i in range(1, j):
         chain.append(chain[parent_of[i]] @ local[:, i])
     world = torch.stack(chain, 1)  # (B, J, 4, 4)

@@ -132,6 +132,8 @@ class HeadModel(nn.Module):
         self.register_buffer("joint_regressor", joint_regressor.float())
         self.register_buffer("lbs_weights", lbs_weights.float())
         self.register_buffer("parents", torch.tensor(PARENTS))
+        # vertices the joint regressor reads (computed once: finding them needs a device sync)
+        self.register_buffer("_regressor_support", joint_regressor.abs().sum(0).nonzero()[:, 0])
         self.register_buffer("pose_correctives", None if pose_correctives is None else pose_correctives.float())
         self.landmarks_mediapipe = landmarks_mediapipe
         self._region_names = tuple(regions)
@@ -192,7 +194,7 @@ class HeadModel(nn.Module):
             v_shaped = self._shaped(params)
             weights = self.lbs_weights
         pose = torch.cat([params.rotation[:, None], params.neck[:, None], params.jaw[:, None], params.eyes], 1)
-        vertices, posed_joints = skin(v_shaped, joints, pose, self.parents, weights, self.pose_correctives)
+        vertices, posed_joints = skin(v_shaped, joints, pose, PARENTS, weights, self.pose_correctives)
         t = params.translation[:, None]
         return HeadOutput(vertices=vertices + t, joints=posed_joints + t)
 
@@ -203,7 +205,7 @@ class HeadModel(nn.Module):
 
     def _joints(self, params: HeadParams) -> Tensor:
         """(B, J, 3) rest-pose joints, regressed from the vertices the regressor uses."""
-        support = self.joint_regressor.abs().sum(0).nonzero()[:, 0]
+        support = self._regressor_support
         return torch.einsum("jv,bvc->bjc", self.joint_regressor[:, support], self._shaped(params, support))
 
     def landmark_vertices(self) -> Tensor:

@@ -37,8 +37,10 @@ def model_to_camera(points: Tensor) -> Tensor:
     """
     if points.ndim < 1 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (..., 3), got {tuple(points.shape)}")
-    # An elementwise sign flip is the same rotation, without a matmul or a device copy of the constant.
-    return points * points.new_tensor([1.0, -1.0, -1.0])
+    # An elementwise sign flip is the same rotation, without a matmul or a host-to-device copy of a
+    # constant (which CUDA-graph capture, used by the real-time tracker, does not allow).
+    x, y, z = points.unbind(-1)
+    return torch.stack([x, -y, -z], dim=-1)
 
 
 def project(points_cam: Tensor, intrinsics: Tensor) -> Tensor:

@@ -44,7 +44,11 @@ class TrackerOptions:
     """Side of the albedo texture fitted with the photometric stages."""
 
     learning_rate: float = 0.01
-    """Adam's step size for poses and expressions (identity and camera use a tenth of it)."""
+    """Adam's step size for poses and expressions (identity and camera use half of it)."""
+
+    photometric_frame_lr: float = 0.1
+    """In the photometric stages, the per-frame parameters' step size as a fraction of
+    ``learning_rate`` (only a random subset of frames renders at each step)."""
 
     w_landmarks: float = 1.0
     """Weight of the landmark reprojection error (robust, in pixels at 512x512)."""
@@ -69,6 +73,10 @@ class TrackerOptions:
 
     w_joint_prior: float = 5.0
     """Weight keeping jaw, neck and eye rotations small (radians squared)."""
+
+    w_landmark_offsets: float = 0.1
+    """Weight keeping the person's landmark corrections small (per mm², averaged): they absorb where
+    this person's landmarks sit on the mesh differently from the model's registration."""
 
     focal_init: float = 1.0
     """Initial focal length, as a multiple of the source frame's larger side (about 53 degrees of view)."""

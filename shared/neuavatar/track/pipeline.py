@@ -99,7 +99,7 @@ def _tracking(tracker: Tracker, dataset: Dataset, result: TrackResult, identity:
             "shape": state.shape[0], "focal_source_px": cameras.focal_source(state.log_focal),
             "expression": state.expression, "jaw": state.jaw, "neck": state.neck, "eyes": state.eyes,
             "rotation": state.rotation, "translation": state.translation, "lighting": state.lighting,
-            "intrinsics": intrinsics,
+            "intrinsics": intrinsics, "landmark_offsets": state.landmark_offsets,
         }
         arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in arrays.items()}
     arrays["valid"] = dataset.valid.copy()

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from neuavatar.dataset import LABELS, Dataset
+from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.progress import Progress, no_progress
 from neuavatar.render import project
@@ -40,7 +41,7 @@ from neuavatar.track.losses import acceleration, landmark_error, landmark_loss, 
 from neuavatar.track.options import TrackerOptions
 from neuavatar.track.shading import ambient_lighting
 
-__all__ = ["Tracker", "TrackState", "TrackingInputs", "RealtimeTracker", "REFERENCE_SIZE"]
+__all__ = ["Tracker", "TrackState", "TrackingInputs", "RealtimeTracker", "REFERENCE_SIZE", "landmarks_with_offsets"]
 
 REFERENCE_SIZE = 512  # landmark errors are reported in pixels of a 512 x 512 crop
 _FACE_LABELS = [LABELS.index(n) for n in ("face_skin", "eyes", "mouth_interior", "lips")]
@@ -98,6 +99,9 @@ class TrackState(nn.Module):
         self.translation = z(num_frames, 3)
         self.lighting = nn.Parameter(ambient_lighting(num_frames, device))
         self.albedo = nn.Parameter(torch.full((1, texture_size, texture_size, 3), 0.6, device=device))
+        # This person's correction of where the landmarks sit on the mesh (metres, the head's frame):
+        # the embedding was registered once on the model's own renderings.
+        self.landmark_offsets = z(478, 3)
 
     def head(self, frames: Tensor | slice = slice(None)) -> HeadParams:
         """The head parameters of ``frames`` (an index tensor or slice)."""
@@ -192,10 +196,14 @@ class Tracker:
 
     def _optimizer(self, state: TrackState, photometric: bool) -> torch.optim.Optimizer:
         lr = self.options.learning_rate
+        # The photometric stages refine the frames (a random subset renders at each step, which
+        # would otherwise shake them) while the shared identity, albedo and lighting learn.
+        frame_lr = lr * (self.options.photometric_frame_lr if photometric else 1.0)
         groups = [
-            {"params": [state.expression, state.jaw, state.neck, state.eyes, state.rotation], "lr": lr},
-            {"params": [state.translation], "lr": lr * 0.05},
+            {"params": [state.expression, state.jaw, state.neck, state.eyes, state.rotation], "lr": frame_lr},
+            {"params": [state.translation], "lr": frame_lr * 0.05},
             {"params": [state.shape, state.log_focal], "lr": lr * 0.5},
+            {"params": [state.landmark_offsets], "lr": lr * 0.02},  # metres: steps of 0.2 mm
         ]
         if photometric:
             groups += [{"params": [state.lighting], "lr": lr}, {"params": [state.albedo], "lr": lr}]
@@ -227,8 +235,8 @@ class Tracker:
 
     def project_landmarks(self, state: TrackState, cameras: CropCameras, frames: Tensor, size: int) -> Tensor:
         """(B, 478, 2) model landmarks of ``frames`` projected into ``size`` x ``size`` crops."""
-        head = self.model(state.head(frames), vertex_ids=self._landmark_ids)
-        points = self.model.landmarks_from_subset(head.vertices, self._landmark_ids)
+        params = state.head(frames)
+        points = landmarks_with_offsets(self.model, params, state.landmark_offsets, self._landmark_ids)
         return project(model_to_camera(points), cameras.intrinsics(state.log_focal, frames, size))
 
     def _landmark_energy(self, state: TrackState, inputs: TrackingInputs) -> dict[str, Tensor]:
@@ -246,6 +254,7 @@ class Tracker:
             "w_expression_prior": opt.w_expression_prior * state.expression.pow(2).mean(),
             "w_joint_prior": opt.w_joint_prior * (state.jaw.pow(2).mean() + state.neck.pow(2).mean()
                                                   + 0.1 * state.eyes.pow(2).mean()),
+            "w_landmark_offsets": opt.w_landmark_offsets * (state.landmark_offsets * 1000).pow(2).mean(),  # per mm²
             "landmark_px": (error * inputs.valid[:, None]).sum().detach() / (inputs.valid.sum() * 478).clamp_min(1),
         }
 
@@ -309,9 +318,21 @@ class Tracker:
 
     # --- real time -----------------------------------------------------------------------------
 
-    def realtime(self, image_size: int, focal_px: float, shape: Tensor | None = None) -> RealtimeTracker:
+    def realtime(self, image_size: int, focal_px: float, shape: Tensor | None = None,
+                 landmark_offsets: Tensor | None = None) -> RealtimeTracker:
         """A session that tracks one frame at a time (see :class:`RealtimeTracker`)."""
-        return RealtimeTracker(self, image_size, focal_px, shape)
+        return RealtimeTracker(self, image_size, focal_px, shape, landmark_offsets)
+
+
+def landmarks_with_offsets(model: HeadModel, params: HeadParams, offsets: Tensor | None, ids: Tensor) -> Tensor:
+    """(B, 478, 3) posed landmarks, each moved by its person-specific offset (478, 3) turned with the
+    head (the root and neck rotations); computed from the landmark-carrying vertices ``ids`` only."""
+    head = model(params, vertex_ids=ids)
+    points = model.landmarks_from_subset(head.vertices, ids)
+    if offsets is None:
+        return points
+    turn = axis_angle_to_matrix(params.rotation) @ axis_angle_to_matrix(params.neck)  # (B, 3, 3)
+    return points + torch.einsum("bij,lj->bli", turn, offsets)
 
 
 def _jitter(points: Tensor, valid: Tensor) -> float:
@@ -327,10 +348,14 @@ class RealtimeTracker:
     """Tracks a live stream of landmarks, one frame at a time (MediaPipe's ``detect_for_video``).
 
     Each frame starts from the previous frame's answer and takes a few optimisation steps on the
-    landmark energy plus a pull towards the previous frame. Identity and focal length are fixed.
+    landmark energy plus a pull towards the previous frame. Identity, focal length and the person's
+    landmark offsets are fixed (from an offline tracking, or the mean face). On CUDA the steps are
+    captured once into a CUDA graph and replayed for every frame: the work is small, so launching
+    it kernel by kernel would cost more than doing it.
     """
 
-    def __init__(self, tracker: Tracker, image_size: int, focal_px: float, shape: Tensor | None = None):
+    def __init__(self, tracker: Tracker, image_size: int, focal_px: float, shape: Tensor | None = None,
+                 landmark_offsets: Tensor | None = None):
         self.tracker = tracker
         self.model = tracker.model
         self.size = image_size
@@ -338,13 +363,58 @@ class RealtimeTracker:
         self.intrinsics = torch.tensor([[focal_px, focal_px, image_size / 2, image_size / 2]], device=dev)
         self.params = self.model.zero_params(1)
         if shape is not None:
-            self.params.shape = shape.reshape(1, -1).to(dev)
+            self.params.shape = shape.reshape(1, -1).to(dev, torch.float32)
+        self.offsets = None if landmark_offsets is None else landmark_offsets.to(dev, torch.float32)
         self._free = ["expression", "jaw", "neck", "eyes", "rotation", "translation"]
         for name in self._free:
             setattr(self.params, name, getattr(self.params, name).clone().requires_grad_(True))
-        self._optimizer = torch.optim.Adam([getattr(self.params, n) for n in self._free], lr=0.02)
-        self._previous: dict[str, Tensor] | None = None
+        cuda = dev.type == "cuda"
+        self._optimizer = torch.optim.Adam([getattr(self.params, n) for n in self._free], lr=0.02, capturable=cuda)
+        # Inputs of the steps, kept at fixed addresses so that a captured graph reads them.
+        self._detected = torch.zeros(1, 478, 2, device=dev)
+        self._previous = {n: getattr(self.params, n).detach().clone() for n in self._free}
+        self._pull = torch.zeros((), device=dev)  # 0 on the first frame: nothing to be pulled towards
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._use_graph = cuda
+        self._started = False
         self._last_ms: int | None = None
+
+    def _energy(self) -> Tensor:
+        tr = self.tracker
+        points = landmarks_with_offsets(self.model, self.params, self.offsets, tr._landmark_ids)
+        projected = project(model_to_camera(points), self.intrinsics)
+        error = landmark_error(projected, self._detected, REFERENCE_SIZE / self.size)
+        loss = landmark_loss(error, torch.ones(1, dtype=torch.bool, device=tr.device), tr._landmark_weights)
+        loss = loss + tr.options.w_expression_prior * self.params.expression.pow(2).mean()
+        loss = loss + tr.options.w_joint_prior * (self.params.jaw.pow(2).mean() + self.params.neck.pow(2).mean())
+        pull = sum((getattr(self.params, n) - self._previous[n]).pow(2).sum() for n in self._free)
+        return loss + 0.5 * self._pull * pull
+
+    def _steps(self) -> None:
+        for _ in range(self.tracker.options.realtime_steps):
+            self._optimizer.zero_grad(set_to_none=False)
+            self._energy().backward()
+            self._optimizer.step()
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (as CUDA graphs require), capture the steps, then put the
+        parameters and Adam's state back as they were: replaying starts from the same place as
+        running the steps eagerly would."""
+        saved = {n: getattr(self.params, n).detach().clone() for n in self._free}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._steps()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._steps()
+        with torch.no_grad():
+            for n in self._free:
+                getattr(self.params, n).copy_(saved[n])
+            for state in self._optimizer.state.values():
+                for value in state.values():
+                    value.zero_()  # exp_avg, exp_avg_sq, step: a fresh Adam
 
     def track_frame(self, landmarks: Tensor, timestamp_ms: int) -> HeadParams:
         """Head parameters for one frame.
@@ -361,31 +431,26 @@ class RealtimeTracker:
         if self._last_ms is not None and timestamp_ms <= self._last_ms:
             raise ValueError(f"timestamp_ms must increase: {timestamp_ms} after {self._last_ms}")
         self._last_ms = timestamp_ms
-        tr = self.tracker
-        detected = landmarks.to(tr.device, torch.float32)[None]
-        if self._previous is None:
+        detected = landmarks.to(self.tracker.device, torch.float32)
+        self._detected.copy_(detected[None, :, :2])
+        if not self._started:  # the first frame: a closed-form pose, nothing to pull towards
             with torch.no_grad():
                 neutral = self.model.zero_params(1)
                 neutral.shape = self.params.shape.detach()
                 rest = self.model(neutral)
-                rot, trans = rigid_init(self.model.landmarks(rest.vertices)[0], rest.joints[0, 0], detected,
+                rot, trans = rigid_init(self.model.landmarks(rest.vertices)[0], rest.joints[0, 0], detected[None],
                                         self.intrinsics)
-                self.params.rotation.data.copy_(rot)
-                self.params.translation.data.copy_(trans)
-        ids = tr._landmark_ids
-        scale = REFERENCE_SIZE / self.size
-        for _ in range(tr.options.realtime_steps):
-            head = self.model(self.params, vertex_ids=ids)
-            points = self.model.landmarks_from_subset(head.vertices, ids)
-            projected = project(model_to_camera(points), self.intrinsics)
-            error = landmark_error(projected, detected[..., :2], scale)
-            loss = landmark_loss(error, torch.ones(1, dtype=torch.bool, device=tr.device), tr._landmark_weights)
-            loss = loss + tr.options.w_expression_prior * self.params.expression.pow(2).mean()
-            loss = loss + tr.options.w_joint_prior * (self.params.jaw.pow(2).mean() + self.params.neck.pow(2).mean())
-            if self._previous is not None:
-                loss = loss + sum(0.5 * (getattr(self.params, n) - self._previous[n]).pow(2).sum() for n in self._free)
-            self._optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._optimizer.step()
-        self._previous = {n: getattr(self.params, n).detach().clone() for n in self._free}
+                self.params.rotation.copy_(rot)
+                self.params.translation.copy_(trans)
+        if self._use_graph:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+        else:
+            self._steps()
+        with torch.no_grad():
+            for n in self._free:
+                self._previous[n].copy_(getattr(self.params, n))
+            self._pull.fill_(1.0)
+        self._started = True
         return self.params.detach()
