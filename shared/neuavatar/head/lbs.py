@@ -86,8 +86,9 @@ def skin(v_shaped: Tensor, joints: Tensor, pose: Tensor, parents: Tensor | Seque
 
     # Rigid transform of each joint in world space, walking the chain from the root.
     parent_of = parents.tolist() if isinstance(parents, Tensor) else list(parents)
-    rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, parent_of[1:]]
+    # Slices, not a gather by a list of ints: that would copy the list to the device (a host sync,
+    # and not allowed inside CUDA-graph capture).
+    rel = torch.stack([joints[:, 0]] + [joints[:, i] - joints[:, parent_of[i]] for i in range(1, j)], 1)
     local = _transform(rot, rel)  # (B, J, 4, 4)
     chain = [local[:, 0]]
     for i in range(1, j):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -30,26 +31,40 @@ def overlay_video(dataset: Dataset, model: HeadModel, params, intrinsics: torch.
     device = intrinsics.device
     renderer = HeadRenderer(model)
     size, n = dataset.size, dataset.num_frames
-    with VideoWriter(path, dataset.fps, crf=20) as writer:
-        for start in range(0, n, batch):
-            frames = torch.arange(start, min(n, start + batch), device=device)
+    batches = [list(range(start, min(n, start + batch))) for start in range(0, n, batch)]
+
+    def load(ids: list[int]) -> np.ndarray:
+        return np.stack([dataset.image(i) for i in ids])  # (B, S, S, 3) uint8
+
+    def draw(image: np.ndarray, detected: np.ndarray | None, fitted: np.ndarray) -> np.ndarray:
+        left = image.copy()
+        if detected is not None:
+            for x, y in detected:
+                cv2.circle(left, (int(x), int(y)), 1, (0, 230, 0), -1)
+        for x, y in fitted:
+            cv2.circle(left, (int(x), int(y)), 1, (255, 40, 40), -1)
+        return left
+
+    # Decoding the dataset's images and drawing the points run in threads (OpenCV releases the
+    # GIL) while the head renders; the blend runs on the render's device.
+    with ThreadPoolExecutor(4) as pool, VideoWriter(path, dataset.fps, crf=20) as writer:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for b, ids in enumerate(batches):
+            frames = torch.tensor(ids, device=device)
             head = model(params[frames])
-            out = renderer(head.vertices, intrinsics[frames], size, lighting=_headlight(len(frames), device))
+            out = renderer(head.vertices, intrinsics[frames], size, lighting=_headlight(len(ids), device))
             fitted = project(model_to_camera(model.landmarks(head.vertices)), intrinsics[frames]).cpu().numpy()
-            colour = (out.color.clamp(0, 1) * 255).byte().cpu().numpy()
-            mask = out.mask.cpu().numpy()
-            for k, i in enumerate(frames.tolist()):
-                image = dataset.image(i)
-                # the rendered colour is already multiplied by the coverage: blend it at 60 %
-                drawn = (image * (1 - 0.6 * mask[k]) + 0.6 * colour[k]).clip(0, 255).astype(np.uint8)
-                left = image.copy()
-                if dataset.valid[i]:
-                    for x, y in dataset.landmarks[i, :, :2]:
-                        cv2.circle(left, (int(x), int(y)), 1, (0, 230, 0), -1)
-                for x, y in fitted[k]:
-                    cv2.circle(left, (int(x), int(y)), 1, (255, 40, 40), -1)
-                writer.write(np.concatenate([left, drawn], 1))
-            progress("overlay", int(frames[-1]) + 1, n)
+            images = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(load, batches[b + 1])
+            # the rendered colour is already multiplied by the coverage: blend it at 60 %
+            base = torch.from_numpy(images).to(device).float()
+            drawn = (base * (1 - 0.6 * out.mask) + 0.6 * 255 * out.color.clamp(0, 1)).clamp(0, 255).byte().cpu().numpy()
+            lefts = pool.map(draw, images, [dataset.landmarks[i, :, :2] if dataset.valid[i] else None for i in ids],
+                             fitted)
+            for left, right in zip(lefts, drawn):
+                writer.write(np.concatenate([left, right], 1))
+            progress("overlay", ids[-1] + 1, n)
     return path
 
 

@@ -40,7 +40,8 @@ class Tracking:
     Arrays (T frames, S identity, E expression components):
         shape (S,); focal_source_px (); expression (T, E); jaw, neck, rotation, translation (T, 3);
         eyes (T, 2, 3); lighting (T, 9, 3); intrinsics (T, 4) fx, fy, cx, cy in the dataset's crop
-        pixels; valid (T,) bool; landmark_error_px (T,) at 512x512; silhouette_iou (T,).
+        pixels; landmark_offsets (478, 3) metres; valid (T,) bool; landmark_error_px (T,) at 512x512;
+        silhouette_iou (T,). See docs/tracking.md.
     """
 
     arrays: dict[str, np.ndarray]
