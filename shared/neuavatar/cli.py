@@ -20,6 +20,7 @@ from typing import Annotated
 import tyro
 
 from neuavatar import __version__
+from neuavatar.avatar.config import AvatarConfig
 from neuavatar.config import resolve_config, save_config
 from neuavatar.errors import ConfigError, NeuAvatarError
 from neuavatar.preprocess import PreprocessConfig, preprocess_video
@@ -65,8 +66,29 @@ class TrackArgs:
 
 
 @dataclasses.dataclass
+class TrainArgs:
+    """Train an avatar from a dataset and its tracking: geometry, appearance and joint stages."""
+
+    dataset: tyro.conf.Positional[Path]
+    """Dataset directory (made by `neuavatar preprocess`)."""
+    out: Path
+    """Avatar directory to create (checkpoint, metrics, pictures, a reenactment clip)."""
+    tracking: Path | None = None
+    """Tracking directory (made by `neuavatar track`); default: 'tracking' beside the dataset."""
+    train: Annotated[AvatarConfig, _FLAT] = dataclasses.field(default_factory=AvatarConfig)
+    config: Path | None = None
+    """TOML or JSON file with a [train] section (e.g. configs/avatar.toml); flags override it."""
+    preset: str = DEFAULT_PRESET
+    """Named settings to start from: 'gpu' or 'cpu-smoke'."""
+    lpips_weights: str = ""
+    """An LPIPS (AlexNet) weights file to also report LPIPS; none ships with NeuAvatar."""
+    overwrite: bool = False
+    """Replace OUT if it holds a different avatar."""
+
+
+@dataclasses.dataclass
 class RunArgs:
-    """Run the whole pipeline in this process, on local files (today: preprocess, track)."""
+    """Run the whole pipeline in this process, on local files: preprocess, track, train."""
 
     video: tyro.conf.Positional[Path]
     """Input video."""
@@ -76,7 +98,7 @@ class RunArgs:
     """Named settings: 'gpu' (full quality) or 'cpu-smoke' (small and quick, for CI and CPU-only machines)."""
     settings: RunConfig = dataclasses.field(default_factory=RunConfig)
     config: Path | None = None
-    """TOML or JSON file with a section per stage ([preprocess], [track]); flags override it."""
+    """TOML or JSON file with a section per stage ([preprocess], [track], [train]); flags override it."""
     overwrite: bool = False
     """Replace stage outputs that hold something different."""
 
@@ -91,7 +113,7 @@ class SampleArgs:
     """Length of the video."""
 
 
-_COMMANDS = {"preprocess": PreprocessArgs, "track": TrackArgs, "run": RunArgs, "sample": SampleArgs}
+_COMMANDS = {"preprocess": PreprocessArgs, "track": TrackArgs, "train": TrainArgs, "run": RunArgs, "sample": SampleArgs}
 
 
 def _usage() -> str:
@@ -149,6 +171,25 @@ def _cmd_track(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_train(argv: list[str]) -> int:
+    from neuavatar.avatar import train_avatar
+
+    config_file, preset = _pre_parse(argv)
+    preset = preset or DEFAULT_PRESET
+    base = _settings(config_file, preset).train
+    default = TrainArgs(dataset=tyro.MISSING, out=tyro.MISSING, train=base, preset=preset)
+    args = tyro.cli(TrainArgs, args=argv, default=default, prog="neuavatar train")
+    tracking = args.tracking or Path(args.dataset).absolute().parent / "tracking"
+    progress = TqdmProgress()
+    try:
+        result = train_avatar(args.dataset, tracking, args.out, args.train, overwrite=args.overwrite,
+                              lpips_weights=args.lpips_weights, progress=progress)
+    finally:
+        progress.close()
+    print(result.summary_text())
+    return 0
+
+
 def _cmd_run(argv: list[str]) -> int:
     config_file, preset = _pre_parse(argv)
     preset = preset or DEFAULT_PRESET
@@ -161,18 +202,24 @@ def _cmd_run(argv: list[str]) -> int:
 
     progress = TqdmProgress()
     try:
-        print(f"[1/2] preprocess -> {out / 'dataset'}", file=sys.stderr)
+        print(f"[1/3] preprocess -> {out / 'dataset'}", file=sys.stderr)
         prepared = preprocess_video(args.video, out / "dataset", args.settings.preprocess, overwrite=args.overwrite,
                                     progress=progress)
         print(prepared.summary_text())
         progress.close()
-        print(f"[2/2] track -> {out / 'tracking'}", file=sys.stderr)
+        print(f"[2/3] track -> {out / 'tracking'}", file=sys.stderr)
         tracked = track_dataset(prepared.dataset_dir, out / "tracking", args.settings.track, overwrite=args.overwrite,
                                 progress=progress)
         print(tracked.summary_text())
+        progress.close()
+        from neuavatar.avatar import train_avatar
+
+        print(f"[3/3] train -> {out / 'avatar'}", file=sys.stderr)
+        trained = train_avatar(prepared.dataset_dir, tracked.tracking_dir, out / "avatar", args.settings.train,
+                               overwrite=args.overwrite, progress=progress)
+        print(trained.summary_text())
     finally:
         progress.close()
-    print("later stages (train, render) are not part of this release yet")
     return 0
 
 
@@ -185,7 +232,8 @@ def _cmd_sample(argv: list[str]) -> int:
     return 0
 
 
-_HANDLERS = {"preprocess": _cmd_preprocess, "track": _cmd_track, "run": _cmd_run, "sample": _cmd_sample}
+_HANDLERS = {"preprocess": _cmd_preprocess, "track": _cmd_track, "train": _cmd_train, "run": _cmd_run,
+             "sample": _cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:

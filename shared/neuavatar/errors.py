@@ -7,7 +7,7 @@ traceback; anything else that escapes is a bug.
 
 from __future__ import annotations
 
-__all__ = ["NeuAvatarError", "InputError", "ConfigError", "DatasetError", "OutputExistsError"]
+__all__ = ["NeuAvatarError", "InputError", "ConfigError", "DatasetError", "CheckpointError", "OutputExistsError"]
 
 
 class NeuAvatarError(Exception):
@@ -24,6 +24,10 @@ class ConfigError(NeuAvatarError, ValueError):
 
 class DatasetError(NeuAvatarError, ValueError):
     """A dataset directory is missing, incomplete, or of a version this code cannot read."""
+
+
+class CheckpointError(NeuAvatarError, ValueError):
+    """An avatar checkpoint is missing, damaged, or of a format or version this code cannot read."""
 
 
 class OutputExistsError(NeuAvatarError, FileExistsError):

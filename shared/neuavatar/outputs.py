@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from neuavatar.errors import OutputExistsError
 
-__all__ = ["check_output", "staged_dir", "tool_versions"]
+__all__ = ["check_output", "staged_dir", "replace_dir", "tool_versions"]
 
 
 def check_output(out: Path, *, identity: dict[str, Any], meta_file: str, kind: str,
@@ -74,11 +74,17 @@ def staged_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, out)
+
+
+def replace_dir(src: Path, out: Path) -> None:
+    """Move the finished directory ``src`` to ``out``, replacing what is there (renames only: at
+    every moment ``out`` is either the old or the new directory, never a mix)."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    os.replace(src, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from neuavatar.avatar.config import AvatarConfig
 from neuavatar.preprocess.options import PreprocessConfig
 from neuavatar.track.options import TrackerOptions
 
@@ -25,6 +26,9 @@ class RunConfig:
     track: TrackerOptions = field(default_factory=TrackerOptions)
     """Dataset -> tracking (head parameters per frame)."""
 
+    train: AvatarConfig = field(default_factory=AvatarConfig)
+    """Dataset + tracking -> avatar."""
+
 
 PRESETS: dict[str, RunConfig] = {
     # Full quality, meant for a GPU host.
@@ -34,6 +38,8 @@ PRESETS: dict[str, RunConfig] = {
         preprocess=PreprocessConfig(size=128, contact_sheet_frames=8),
         track=TrackerOptions(device="cpu", landmark_steps=200, photometric_steps=(60,), photometric_sizes=(128,),
                              batch_frames=16, texture_size=128),
+        train=AvatarConfig(size=128, gaussians_per_triangle=1, device="cpu", steps=(100, 500, 200),
+                           batch_size=(4, 2, 2), checkpoint_every=200, eval_frames=24, reenact_frames=48),
     ),
 }
 DEFAULT_PRESET = "gpu"

@@ -2,7 +2,8 @@
 
 Long library calls take a ``progress`` callback, ``progress(step, done, total)``: ``step`` names the
 phase ("detect", "annotate", ...), ``done`` counts units (frames, iterations) and ``total`` is
-their number when known. The CLI passes :class:`TqdmProgress`; the services will turn the same
+their number when known; an optional ``info`` dict carries live figures (loss, PSNR) to show
+beside the count. The CLI passes :class:`TqdmProgress`; the services will turn the same
 calls into job events.
 """
 
@@ -14,10 +15,10 @@ __all__ = ["Progress", "TqdmProgress", "no_progress"]
 
 
 class Progress(Protocol):
-    def __call__(self, step: str, done: int, total: int | None) -> None: ...
+    def __call__(self, step: str, done: int, total: int | None, info: dict | None = None) -> None: ...
 
 
-def no_progress(step: str, done: int, total: int | None) -> None:
+def no_progress(step: str, done: int, total: int | None, info: dict | None = None) -> None:
     """A progress callback that ignores everything."""
 
 
@@ -27,9 +28,9 @@ class TqdmProgress:
     def __init__(self, units: dict[str, str] | None = None):
         """``units``: the unit each step counts in (default "frame"; the tracker counts "step")."""
         self._bars: dict[str, object] = {}
-        self._units = {"track": "step", **(units or {})}
+        self._units = {"track": "step", "geometry": "step", "appearance": "step", "joint": "step", **(units or {})}
 
-    def __call__(self, step: str, done: int, total: int | None) -> None:
+    def __call__(self, step: str, done: int, total: int | None, info: dict | None = None) -> None:
         from tqdm import tqdm
 
         bar = self._bars.get(step)
@@ -40,6 +41,8 @@ class TqdmProgress:
                                           dynamic_ncols=True, leave=True)
         if total is not None and bar.total != total:
             bar.total = total
+        if info:
+            bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()}, refresh=False)
         bar.update(done - bar.n)
 
     def close(self) -> None:

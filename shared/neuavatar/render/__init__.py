@@ -1,13 +1,17 @@
-"""Differentiable mesh rendering: camera conventions and nvdiffrast's four verbs.
+"""Differentiable rendering: camera conventions, nvdiffrast's four verbs, and Gaussian splatting.
 
     clip = clip_space(model_to_camera(vertices), intrinsics, (H, W))
     rast = rasterize(clip, faces, (H, W))
     image = antialias(texture(tex, interpolate(uvs, rast, faces)), rast, clip, faces)
 
-nvdiffrast runs the ops on CUDA when it is installed; a pure-torch twin runs them anywhere else.
+    colour, alpha = rasterize_gaussians(means, quats, scales, opacities, colors, intrinsics, W, H)
+
+nvdiffrast and gsplat run the ops on CUDA when they are installed; pure-torch twins run them
+anywhere else.
 """
 
 from neuavatar.render.camera import MODEL_TO_CAMERA, clip_space, model_to_camera, project
+from neuavatar.render.gaussians import GaussianBackend, rasterize_gaussians
 from neuavatar.render.rasterize import Backend, Fragments, antialias, interpolate, rasterize, texture
 
 __all__ = [
@@ -21,4 +25,6 @@ __all__ = [
     "interpolate",
     "texture",
     "antialias",
+    "GaussianBackend",
+    "rasterize_gaussians",
 ]

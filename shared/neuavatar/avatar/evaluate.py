@@ -1,0 +1,126 @@
+"""Held-out evaluation of an avatar, and the pictures a person checks: side by sides, loss curves,
+a reenactment clip of the validation frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuavatar.avatar.data import AvatarData
+from neuavatar.avatar.model import Avatar
+from neuavatar.metrics.image import l1, ms_ssim, psnr, ssim
+from neuavatar.progress import Progress, no_progress
+from neuavatar.video import VideoWriter
+
+__all__ = ["evaluate_avatar", "side_by_side", "loss_plot", "reenactment_clip", "mean_image"]
+
+
+@torch.no_grad()
+def mean_image(data: AvatarData, chunk: int = 32) -> Tensor:
+    """(S, S, 3) the mean training target: the baseline an avatar must beat clearly."""
+    total = torch.zeros(data.size, data.size, 3, device=data.device)
+    for ids in data.train_ids.split(chunk):
+        total += data.batch(ids).target.sum(0)
+    return total / len(data.train_ids)
+
+
+@torch.no_grad()
+def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backend: str = "auto", lpips=None,
+                    chunk: int = 8, progress: Progress = no_progress) -> tuple[dict, dict[str, np.ndarray]]:
+    """PSNR, SSIM, MS-SSIM, L1 (and LPIPS when given) of renders of the validation frames against
+    their targets, with the same figures for the mean training image.
+
+    Returns:
+        the means (and which frames), and per-frame arrays.
+    """
+    ids = data.val_ids
+    split = "val"
+    if len(ids) == 0:  # a dataset without a validation split: say so, report on training frames
+        ids, split = data.train_ids, "train"
+    if frames and len(ids) > frames:
+        ids = ids[torch.linspace(0, len(ids) - 1, frames).round().long()]
+    baseline = mean_image(data)
+    per_frame: dict[str, list[Tensor]] = {k: [] for k in ("psnr", "ssim", "ms_ssim", "l1", "baseline_psnr",
+                                                          "baseline_ssim")}
+    if lpips is not None:
+        per_frame["lpips"] = []
+    for k, chunk_ids in enumerate(ids.split(chunk)):
+        batch = data.batch(chunk_ids)
+        out = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend)
+        pred = out.colour.clamp(0, 1)
+        per_frame["psnr"].append(psnr(pred, batch.target))
+        per_frame["ssim"].append(ssim(pred, batch.target))
+        per_frame["ms_ssim"].append(ms_ssim(pred, batch.target))
+        per_frame["l1"].append(l1(pred, batch.target))
+        base = baseline.expand_as(batch.target)
+        per_frame["baseline_psnr"].append(psnr(base, batch.target))
+        per_frame["baseline_ssim"].append(ssim(base, batch.target))
+        if lpips is not None:
+            per_frame["lpips"].append(lpips(pred, batch.target))
+        progress("evaluate", min(len(ids), (k + 1) * chunk), len(ids))
+    arrays = {k: torch.cat(v).float().cpu().numpy() for k, v in per_frame.items()}
+    metrics = {k: float(np.mean(v)) for k, v in arrays.items()}
+    metrics.update(eval_split=split, eval_frames=int(len(ids)))
+    arrays["frame"] = ids.cpu().numpy()
+    return metrics, arrays
+
+
+@torch.no_grad()
+def side_by_side(avatar: Avatar, data: AvatarData, ids: Tensor, path: Path, backend: str = "auto") -> Path:
+    """A PNG with one row per frame: ground truth | render | absolute error (x4, heat map)."""
+    batch = data.batch(ids)
+    pred = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend).colour.clamp(0, 1)
+    rows = []
+    for gt, im in zip(batch.target.cpu().numpy(), pred.cpu().numpy()):
+        err = np.clip(np.abs(gt - im).mean(-1) * 4, 0, 1)
+        heat = cv2.applyColorMap((err * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
+        rows.append(np.concatenate([(gt * 255).round().astype(np.uint8), (im * 255).round().astype(np.uint8), heat], 1))
+    grid = np.concatenate(rows, 0)
+    cv2.imwrite(str(path), grid[..., ::-1])
+    return path
+
+
+def loss_plot(history: list[dict], path: Path) -> Path:
+    """Loss (log scale) and training PSNR over steps, one colour band per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neuavatar.avatar.config import STAGES
+
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), constrained_layout=True, sharex=True)
+    x = np.arange(len(history))
+    for stage, name in enumerate(STAGES):
+        sel = [i for i, h in enumerate(history) if h["stage"] == stage]
+        if not sel:
+            continue
+        axes[0].plot(x[sel], [history[i]["loss"] for i in sel], lw=1, label=name)
+        if any("psnr" in history[i] for i in sel):
+            axes[1].plot(x[sel], [history[i].get("psnr", np.nan) for i in sel], lw=1, label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].set_ylabel("training PSNR (dB)")
+    axes[1].set_xlabel("log entries (every 25 steps)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def reenactment_clip(avatar: Avatar, data: AvatarData, ids: Tensor, path: Path, fps: float, backend: str = "auto",
+                     chunk: int = 8) -> Path:
+    """An H.264 clip of frames ``ids``: the target beside the avatar driven by its tracking."""
+    with VideoWriter(path, fps, crf=20) as writer:
+        for chunk_ids in ids.split(chunk):
+            batch = data.batch(chunk_ids)
+            pred = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend).colour
+            both = torch.cat([batch.target, pred.clamp(0, 1)], 2)
+            for frame in (both * 255).round().byte().cpu().numpy():
+                writer.write(frame)
+    return path

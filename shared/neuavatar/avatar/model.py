@@ -1,0 +1,126 @@
+"""The avatar: a head model refined by learned offsets, dressed in Gaussians bound to its triangles.
+
+    head(θ) ──offsets(ψ, jaw, neck, eyes)──> mesh (B, V, 3) ──bind──> Gaussians ──splat──> image
+
+θ are the head model's parameters of a frame (from the tracker, or from a driver); identity β is
+the person's and fixed. Everything after the head model is learned by the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
+from neuavatar.avatar.mesh import MeshOffsets, condition_code, posed_with_offsets
+from neuavatar.head.model import HeadModel, HeadParams
+from neuavatar.render import antialias, clip_space, model_to_camera, rasterize
+from neuavatar.render.gaussians import rasterize_gaussians
+
+__all__ = ["Avatar", "AvatarImages", "mesh_coverage"]
+
+
+@dataclass
+class AvatarImages:
+    """One render: colour (B, H, W, 3) over the background, alpha (B, H, W, 1), the mesh (B, V, 3)
+    in model space, its offsets (B, V, 3), and the Gaussians as placed (camera space)."""
+
+    colour: Tensor
+    alpha: Tensor
+    vertices: Tensor
+    offsets: Tensor
+    gaussians: WorldGaussians
+
+
+class Avatar(nn.Module):
+    """A person's animatable head.
+
+    Args:
+        head: the head model (its buffers are not trained).
+        shape: (S,) the person's identity coefficients (from tracking).
+        gaussians: the Gaussians bound to ``head``'s triangles.
+        offset_rank: rank of the conditioned vertex offsets.
+    """
+
+    def __init__(self, head: HeadModel, shape: Tensor, gaussians: BoundGaussians, offset_rank: int):
+        super().__init__()
+        self.head = head.requires_grad_(False)
+        self.register_buffer("shape", shape.reshape(-1).float())
+        code_size = head.num_expression + 12
+        self.offsets = MeshOffsets(head.num_vertices, code_size, offset_rank)
+        self.gaussians = gaussians
+
+    @classmethod
+    def create(cls, head: HeadModel, shape: Tensor, *, gaussians_per_triangle: int, offset_rank: int,
+               colour_rank: int, albedo: Tensor | None = None, seed: int = 0) -> Avatar:
+        """A fresh avatar: zero offsets, Gaussians spread over the person's rest mesh and coloured
+        from ``albedo`` (Ht, Wt, 3) in [0, 1] (the tracker's texture) where given."""
+        device = head.template.device
+        params = head.zero_params(1)
+        params.shape = shape.reshape(1, -1).to(device)
+        rest = head(params).vertices[0]
+        generator = torch.Generator().manual_seed(seed)
+        colours = None
+        if albedo is not None:
+            # the texture at each triangle's centre uv (good enough to start; training refines it)
+            uv = head.uvs[head.face_uvs].mean(1)  # (F, 2)
+            h, w = albedo.shape[:2]
+            x = (uv[:, 0] * w).long().clamp(0, w - 1)  # nvdiffrast's convention: v runs down the rows
+            y = (uv[:, 1] * h).long().clamp(0, h - 1)
+            colours = albedo.to(device)[y, x][:, None].expand(-1, gaussians_per_triangle, -1)
+        code_size = head.num_expression + 12
+        gaussians = BoundGaussians.on_surface(rest, head.faces, gaussians_per_triangle, code_size, colour_rank,
+                                              colours=colours, generator=generator)
+        return cls(head, shape.to(device), gaussians, offset_rank).to(device)
+
+    @classmethod
+    def from_state(cls, head: HeadModel, state: dict[str, Tensor], *, offset_rank: int, colour_rank: int) -> Avatar:
+        """An avatar with the weights ``state`` (from :meth:`state_dict`), on ``head``'s device."""
+        code_size = head.num_expression + 12
+        gaussians = BoundGaussians(state["gaussians.parent"], code_size, colour_rank)
+        avatar = cls(head, state["shape"], gaussians, offset_rank).to(head.template.device)
+        avatar.load_state_dict(state)
+        return avatar
+
+    def state_dict(self, *args, **kwargs):
+        """The learned weights and the identity; not the head model's own arrays (it is rebuilt on load)."""
+        state = super().state_dict(*args, **kwargs)
+        return type(state)((k, v) for k, v in state.items() if not k.startswith("head."))
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        full = {**{f"head.{k}": v for k, v in self.head.state_dict().items()}, **state}
+        return super().load_state_dict(full, strict=strict, assign=assign)
+
+    def with_identity(self, params: HeadParams) -> HeadParams:
+        """``params`` with the avatar's own identity (a driver's identity never leaks in)."""
+        out = HeadParams(**{k: getattr(params, k) for k in ("expression", "jaw", "neck", "eyes", "rotation",
+                                                             "translation")}, shape=self.shape.expand(params.batch_size, -1))
+        return out
+
+    def mesh(self, params: HeadParams) -> tuple[Tensor, Tensor]:
+        """(B, V, 3) the refined mesh in model space, and its (B, V, 3) offsets."""
+        return posed_with_offsets(self.head, self.with_identity(params), self.offsets)
+
+    def forward(self, params: HeadParams, intrinsics: Tensor, size: int, background: Tensor | None = None,
+                backend: str = "auto") -> AvatarImages:
+        """Render frames with head parameters ``params`` (B) through cameras ``intrinsics`` (B, 4)
+        (fx, fy, cx, cy in pixels of a ``size`` x ``size`` image), over ``background`` (3,)."""
+        vertices, offsets = self.mesh(params)
+        cam = model_to_camera(vertices)
+        placed = self.gaussians.place(cam, self.head.faces, condition_code(params))
+        colour, alpha = rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities,
+                                            placed.colours, intrinsics, size, size, background=background,
+                                            backend=backend)
+        return AvatarImages(colour=colour, alpha=alpha, vertices=vertices, offsets=offsets, gaussians=placed)
+
+
+def mesh_coverage(vertices: Tensor, faces: Tensor, intrinsics: Tensor, size: int, backend: str = "auto") -> Tensor:
+    """(B, H, W, 1) antialiased coverage of the mesh (B, V, 3), model space: differentiable at the
+    silhouette, for the geometry stage."""
+    clip = clip_space(model_to_camera(vertices), intrinsics, (size, size))
+    faces = faces.int().contiguous()
+    rast = rasterize(clip, faces, (size, size), backend=backend)
+    covered = (rast[..., 3:] > 0).float()
+    return antialias(covered.contiguous(), rast, clip, faces)

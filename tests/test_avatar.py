@@ -1,0 +1,248 @@
+"""The avatar and its trainer: geometry helpers, bound Gaussians, checkpoints, and a real (CPU-sized)
+training run on real video that must beat the mean-image baseline, survive interruption and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neuavatar import PreprocessConfig, preprocess_video
+from neuavatar.avatar import AvatarConfig, load_avatar, load_checkpoint, save_checkpoint, schedule_value, train_avatar
+from neuavatar.avatar.gaussians import matrix_to_quaternion, quaternion_multiply
+from neuavatar.avatar.mesh import adjacent_faces, laplacian, triangle_frames, uniform_laplacian_loss
+from neuavatar.avatar.model import Avatar
+from neuavatar.config import from_dict, load_file
+from neuavatar.errors import CheckpointError, ConfigError, OutputExistsError
+from neuavatar.head import load_openhead
+from neuavatar.head.lbs import axis_angle_to_matrix
+from neuavatar.render.gaussians import _gsplat_available
+from neuavatar.track import TrackerOptions, Tracking, track_dataset
+
+from conftest import HEADTURNS, ROOT
+
+# A tiny, quick training: what the test suite affords on 2 CPU cores.
+TINY = AvatarConfig(size=96, gaussians_per_triangle=1, device="cpu", steps=(80, 150, 40), batch_size=(4, 2, 2),
+                    checkpoint_every=50, eval_frames=8, reenact_frames=8)
+
+
+@pytest.fixture(scope="module")
+def head():
+    return load_openhead()
+
+
+def test_schedules_interpolate_between_fix_points():
+    s = ((1.0, 0.0), (0.5, 2.0), (0.1, 10.0))
+    assert schedule_value(s, 0) == 1.0 and schedule_value(s, 1.0) == pytest.approx(0.75)
+    assert schedule_value(s, 6.0) == pytest.approx(0.3) and schedule_value(s, 50) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="increasing epochs"):
+        AvatarConfig(w_silhouette=((1.0, 2.0), (0.5, 1.0)))
+
+
+def test_the_shipped_config_file_is_the_default():
+    assert from_dict(AvatarConfig, load_file(ROOT / "configs" / "avatar.toml")["train"]) == AvatarConfig()
+    with pytest.raises(ConfigError, match="batch_size"):
+        from_dict(AvatarConfig, {"batch_size": [1, 2]})
+
+
+def test_quaternions_match_rotation_matrices():
+    g = torch.Generator().manual_seed(0)
+    aa = torch.randn(500, 3, generator=g) * 1.5
+    aa[:10] *= 1e-6  # near identity
+    aa[10:20] = aa[10:20] / aa[10:20].norm(dim=-1, keepdim=True) * (math.pi - 1e-3)  # near half turns
+    rot = axis_angle_to_matrix(aa)
+    q = matrix_to_quaternion(rot)
+    w, x, y, z = q.unbind(-1)
+    back = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).view(-1, 3, 3)
+    assert torch.allclose(back, rot, atol=1e-5)
+    # composing quaternions composes rotations
+    q2 = matrix_to_quaternion(rot.flip(0))
+    prod = matrix_to_quaternion(rot @ rot.flip(0))
+    composed = quaternion_multiply(q, q2)
+    assert torch.allclose(composed * torch.sign((composed * prod).sum(-1, keepdim=True)), prod, atol=1e-5)
+
+
+def test_triangle_frames_are_orthonormal_and_follow_the_mesh(head):
+    v = head.template[None]
+    centroid, rot, scale = triangle_frames(v, head.faces)
+    eye = torch.eye(3).expand_as(rot)
+    assert torch.allclose(rot.transpose(-1, -2) @ rot, eye, atol=1e-4)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(()), atol=1e-4)
+    assert (scale > 0).all() and scale.median() < 0.02  # triangles of a head: under 2 cm
+    # a rigid motion of the mesh moves the frames with it
+    turn = axis_angle_to_matrix(torch.tensor([0.3, -0.5, 0.2]))
+    c2, r2, s2 = triangle_frames(v @ turn.T + torch.tensor([0.1, 0.0, -0.5]), head.faces)
+    assert torch.allclose(r2, turn @ rot, atol=1e-4) and torch.allclose(s2, scale, atol=1e-6)
+    assert torch.allclose(c2, centroid @ turn.T + torch.tensor([0.1, 0.0, -0.5]), atol=1e-6)
+
+
+def test_laplacian_and_adjacency(head):
+    lap = laplacian(head.faces, head.num_vertices)
+    constant = torch.ones(1, head.num_vertices, 3) * 0.01
+    assert uniform_laplacian_loss(lap, constant) < 1e-10  # a translation is perfectly smooth
+    bumpy = constant.clone()
+    bumpy[0, ::7] += 0.005
+    assert uniform_laplacian_loss(lap, bumpy) > 1e-3
+    pairs = adjacent_faces(head.faces)
+    shared = [len(set(head.faces[a].tolist()) & set(head.faces[b].tolist())) for a, b in pairs[:200].tolist()]
+    assert all(s == 2 for s in shared) and len(pairs) > head.faces.shape[0]
+
+
+def test_avatar_renders_and_every_part_gets_gradients(head):
+    shape = torch.randn(head.num_shape) * 0.3
+    avatar = Avatar.create(head, shape, gaussians_per_triangle=1, offset_rank=4, colour_rank=2)
+    params = head.zero_params(2)
+    params.translation = torch.tensor([[0.0, -0.05, -0.6], [0.02, -0.05, -0.6]])
+    params.expression = torch.randn(2, head.num_expression) * 0.3
+    k = torch.tensor([[180.0, 180.0, 48.0, 48.0]] * 2)
+    avatar.offsets.rank_to_offsets.data.normal_(0, 1e-4)
+    avatar.gaussians.colour_basis.data.normal_(0, 0.1)
+    out = avatar(params, k, 96, torch.ones(3), backend="torch")
+    assert out.colour.shape == (2, 96, 96, 3) and out.alpha.shape == (2, 96, 96, 1)
+    assert out.alpha.max() > 0.9 and out.alpha[:, :3, :3].max() < 0.01  # the head in the middle, not the corners
+    out.colour.mean().backward()
+    for name, p in avatar.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # identity comes from the avatar, never from the driver's parameters
+    other = head.zero_params(2)
+    other.translation, other.expression = params.translation, params.expression
+    other.shape = torch.randn(2, head.num_shape)
+    with torch.no_grad():
+        again = avatar(other, k, 96, torch.ones(3), backend="torch")
+    assert torch.allclose(again.colour, out.colour.detach(), atol=1e-5)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and _gsplat_available()), reason="needs CUDA and gsplat")
+def test_avatar_renders_alike_on_cuda_with_gsplat_and_on_the_cpu(head):
+    torch.manual_seed(0)
+    avatar = Avatar.create(head, torch.randn(head.num_shape) * 0.3, gaussians_per_triangle=2, offset_rank=4,
+                           colour_rank=2)
+    avatar.offsets.rank_to_offsets.data.normal_(0, 1e-4)
+    params = head.zero_params(2)
+    params.translation = torch.tensor([[0.0, -0.05, -0.6], [0.02, -0.04, -0.62]])
+    params.expression = torch.randn(2, head.num_expression) * 0.3
+    k = torch.tensor([[360.0, 360.0, 96.0, 96.0]] * 2)
+    cpu = avatar(params, k, 192, torch.ones(3), backend="torch")
+    gpu_avatar = Avatar.from_state(head.to("cuda"), avatar.state_dict(), offset_rank=4, colour_rank=2)
+    gpu = gpu_avatar(params.to("cuda"), k.cuda(), 192, torch.ones(3, device="cuda"), backend="gsplat")
+    head.to("cpu")
+    diff = (gpu.colour.cpu() - cpu.colour).abs()
+    assert diff.mean() < 2e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
+    assert (gpu.alpha.cpu() - cpu.alpha).abs().mean() < 2e-3
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, make_clip):
+    """A real clip with head motion (so the mean image is no free win), preprocessed and tracked."""
+    root = tmp_path_factory.mktemp("avatar")
+    clip = make_clip(HEADTURNS, 64, 256)
+    ds = preprocess_video(clip, root / "dataset", PreprocessConfig(size=128, min_frames=10, workers=2)).dataset_dir
+    opts = TrackerOptions(device="cpu", landmark_steps=150, photometric_steps=(40,), photometric_sizes=(128,),
+                          batch_frames=16, texture_size=128)
+    tr = track_dataset(ds, root / "tracking", opts, overlay=False).tracking_dir
+    return root, ds, tr
+
+
+@pytest.fixture(scope="module")
+def trained(inputs):
+    root, ds, tr = inputs
+    seen = []
+    result = train_avatar(ds, tr, root / "avatar", TINY, progress=lambda *a, **k: seen.append(a))
+    return result, seen
+
+
+@pytest.mark.slow
+class TestTraining:
+    def test_beats_the_mean_image_clearly(self, trained):
+        result, seen = trained
+        m = result.metrics
+        assert m["eval_split"] == "val" and m["eval_frames"] == 8, m
+        # "clearly": 1.5 dB and 0.1 SSIM above the mean training image, after 270 steps at 96²
+        assert m["psnr"] > m["baseline_psnr"] + 1.5, m
+        assert m["ssim"] > m["baseline_ssim"] + 0.1, m
+        assert 0 < m["l1"] < 0.1 and 0 < m["ms_ssim"] <= 1
+        assert {s[0] for s in seen} >= {"load", "geometry", "appearance", "joint", "evaluate"}
+
+    def test_writes_everything_a_person_checks(self, trained):
+        result, _ = trained
+        d = result.avatar_dir
+        for name in ("avatar.pt", "avatar.json", "metrics.json", "losses.png", "side_by_side.png", "reenact_val.mp4"):
+            assert (d / name).is_file() and (d / name).stat().st_size > 1000, name
+        meta = json.loads((d / "avatar.json").read_text())
+        assert meta["config"]["steps"] == list(TINY.steps) and meta["metrics"]["psnr"] == result.metrics["psnr"]
+        assert not (d.parent / ".avatar.training").exists()  # the work folder was moved into place
+        import cv2
+
+        grid = cv2.imread(str(d / "side_by_side.png"))
+        assert grid.shape[1] == 3 * TINY.size and grid.shape[0] == 4 * TINY.size
+
+    def test_loads_and_renders_the_same(self, trained, inputs):
+        result, _ = trained
+        avatar, info = load_avatar(result.avatar_dir)
+        tracking = Tracking.load(inputs[2])
+        params = tracking.head_params(slice(60, 62))
+        k = torch.from_numpy(tracking.arrays["intrinsics"][60:62]) * (TINY.size / 128)
+        with torch.no_grad():
+            a = avatar(params, k, TINY.size, torch.ones(3), backend="torch").colour
+        avatar2, _ = load_avatar(result.avatar_dir / "avatar.pt")
+        with torch.no_grad():
+            b = avatar2(params, k, TINY.size, torch.ones(3), backend="torch").colour
+        assert torch.equal(a, b) and info["stage"] == 3 and a.std() > 0.05
+
+    def test_same_request_is_reused_and_a_different_one_refused(self, trained, inputs):
+        root, ds, tr = inputs
+        again = train_avatar(ds, tr, root / "avatar", TINY)
+        assert again.reused and again.metrics["psnr"] == trained[0].metrics["psnr"]
+        with pytest.raises(OutputExistsError, match="different avatar"):
+            train_avatar(ds, tr, root / "avatar", dataclasses.replace(TINY, seed=1))
+
+    def test_an_interrupted_run_resumes_from_its_checkpoint(self, inputs, tmp_path):
+        root, ds, tr = inputs
+        out = tmp_path / "avatar"
+        config = dataclasses.replace(TINY, steps=(20, 120, 0), checkpoint_every=40, reenact_frames=0)
+
+        def stop_midway(step, done, total, info=None):
+            if step == "appearance" and done >= 100:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train_avatar(ds, tr, out, config, progress=stop_midway)
+        work = tmp_path / ".avatar.training"
+        saved = load_checkpoint(work / "checkpoint.pt")
+        assert (saved["stage"], saved["stage_step"]) == (1, 80) and not out.exists()
+        stages = []
+        result = train_avatar(ds, tr, out, config, progress=lambda s, d, t, info=None: stages.append((s, d)))
+        assert result.resumed_from and "stage 1, step 80" in result.resumed_from
+        assert not any(s == "geometry" for s, _ in stages)  # the geometry stage was not run again
+        assert min(d for s, d in stages if s == "appearance") > 80
+        # one history across the interruption: every logged step once, in order
+        steps = [h["step"] for h in load_checkpoint(out / "avatar.pt")["history"] if h["stage"] == 1]
+        assert steps == list(range(25, 121, 25)) + ([120] if 120 % 25 else [])
+        assert json.loads((out / "avatar.json").read_text())["metrics"]["train_frames"] > 0
+
+
+def test_bad_checkpoints_get_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no avatar checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "noise.pt")
+    good = save_checkpoint(tmp_path / "good.pt", {"config": {}, "head": {}, "model": {"w": torch.ones(1000)},
+                                                   "stage": 0, "stage_step": 0})
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": torch.ones(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a NeuAvatar avatar checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"format": "neuavatar.avatar", "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    assert load_checkpoint(good)["model"]["w"].shape == (1000,)
