@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from parity_common import finite, grad_stats, time_forward_backward
 
 from neuavatar.render import rasterize_gaussians
 
@@ -74,13 +74,6 @@ def random_scene(batch: int, count: int, size: int, device: str, seed: int = 0) 
 # parity
 
 
-def _grad_stats(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    mine, ref = mine.flatten().double(), ref.flatten().double()
-    cos = torch.nn.functional.cosine_similarity(mine, ref, dim=0).item() if ref.norm() > 0 else float("nan")
-    rel = ((mine - ref).norm() / ref.norm().clamp(min=1e-30)).item()
-    return cos, rel
-
-
 def _run(backend: str, scene: list[torch.Tensor], size: int, background: torch.Tensor, seed: int = 7):
     """Colour, alpha and the gradients of <(colour, alpha), random cotangent> w.r.t. the five inputs."""
     leaves = [x.detach().clone().requires_grad_() for x in scene[:5]]
@@ -101,7 +94,7 @@ def parity(count: int, size: int, batch: int, device: str) -> dict:
         diff = (mine - ref).abs()
         row[name] = {"max": diff.max().item(), "mean": diff.mean().item(), "off": (diff > 1e-3).float().mean().item()}
     for name, mine, ref in zip(INPUTS, grads_t, grads_g):
-        cos, rel = _grad_stats(mine, ref)
+        cos, rel = grad_stats(mine, ref)
         row[f"grad_{name}"] = {"cos": cos, "rel": rel}
     row["failures"] = _failures(row)
     return row
@@ -124,25 +117,13 @@ def _failures(row: dict) -> list[str]:
 
 def time_backend(backend: str, scene: list[torch.Tensor], size: int, repeats: int) -> dict:
     """Median milliseconds of forward and forward + backward."""
-    sync = torch.cuda.synchronize if scene[0].is_cuda else (lambda: None)
 
-    def once(backward: bool) -> float:
+    def run(backward: bool) -> torch.Tensor:
         leaves = [x.detach().clone().requires_grad_(backward) for x in scene[:5]]
-        sync()
-        start = time.perf_counter()
         colour, alpha = rasterize_gaussians(*leaves, scene[5], size, size, backend=backend)
-        if backward:
-            (colour.sum() + alpha.sum()).backward()
-        sync()
-        return 1000 * (time.perf_counter() - start)
+        return colour.sum() + alpha.sum()
 
-    for _ in range(3):  # warm-up (allocator, kernels)
-        once(True)
-    return {"forward_ms": statistics.median(once(False) for _ in range(repeats)),
-            "forward_backward_ms": statistics.median(once(True) for _ in range(repeats))}
-
-
-# ------------------------------------------------------------------------------------------------
+    return time_forward_backward(run, scene[0].is_cuda, repeats)
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -154,15 +135,6 @@ def _print_table(rows: list[dict]) -> None:
         cells = "".join(f"{r[g][k]:>12.3g}" if not math.isnan(r[g][k]) else f"{'-':>12}" for g, k in cols)
         verdict = "ok" if not r["failures"] else "FAIL " + "; ".join(r["failures"])
         print(f"{r['count']:>7} {r['size']:>5} {r['batch']:>2} {r['coverage']:>6.2f}{cells}  {verdict}")
-
-
-def _finite(value):
-    """The report with NaN (an all-zero reference gradient) as null, so the JSON stays standard."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def main() -> int:
@@ -215,7 +187,7 @@ def main() -> int:
     report["pass"] = not failed
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(_finite(report), indent=2))
+        a.json.write_text(json.dumps(finite(report), indent=2))
     if failed:
         print(f"\n{len(failed)} comparisons outside the tolerances", file=sys.stderr)
         return 1

@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from parity_common import finite, grad_stats, time_forward_backward
 
 from neuavatar.render import antialias, clip_space, interpolate, rasterize, texture
 
@@ -93,13 +93,6 @@ def camera_clip(verts: torch.Tensor, batch: int, size: int, device: str, seed: i
 # parity
 
 
-def _grad_stats(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    mine, ref = mine.flatten().double(), ref.flatten().double()
-    cos = torch.nn.functional.cosine_similarity(mine, ref, dim=0).item() if ref.norm() > 0 else float("nan")
-    rel = ((mine - ref).norm() / ref.norm().clamp(min=1e-30)).item()
-    return cos, rel
-
-
 def _run(fn, inputs: list[torch.Tensor], cotangent_seed: int, keep: torch.Tensor | None = None):
     """fn(*inputs) and the gradients of <fn(*inputs), random cotangent> w.r.t. the inputs.
 
@@ -126,7 +119,7 @@ def _compare(op: str, fn_t, fn_n, inputs: list[torch.Tensor], mask: torch.Tensor
         diff = diff[mask]
     row = {"op": op, "max": diff.max().item() if diff.numel() else 0.0, "mean": diff.mean().item() if diff.numel() else 0.0}
     for name, g_t, g_n in zip("ab", grads_t, grads_n):
-        row[f"cos_{name}"], row[f"rel_{name}"] = _grad_stats(g_t, g_n)
+        row[f"cos_{name}"], row[f"rel_{name}"] = grad_stats(g_t, g_n)
     return row
 
 
@@ -185,26 +178,13 @@ def _failures(row: dict) -> list[str]:
 
 def time_chain(backend: str, clip, faces, colors, size: int, repeats: int) -> dict:
     """Median milliseconds of the chain's forward and forward + backward."""
-    sync = torch.cuda.synchronize if clip.is_cuda else (lambda: None)
 
-    def forward(c, a):
-        rast = rasterize(c, faces, (size, size), backend=backend)
-        return antialias(interpolate(a, rast, faces, backend=backend), rast, c, faces, backend=backend)
-
-    def once(backward: bool) -> float:
+    def run(backward: bool) -> torch.Tensor:
         c, a = clip.detach().clone().requires_grad_(), colors.detach().clone().requires_grad_()
-        sync()
-        start = time.perf_counter()
-        out = forward(c, a)
-        if backward:
-            out.sum().backward()
-        sync()
-        return 1000 * (time.perf_counter() - start)
+        rast = rasterize(c, faces, (size, size), backend=backend)
+        return antialias(interpolate(a, rast, faces, backend=backend), rast, c, faces, backend=backend).sum()
 
-    for _ in range(3):  # warm-up (allocator, nvdiffrast contexts)
-        once(True)
-    return {"forward_ms": statistics.median(once(False) for _ in range(repeats)),
-            "forward_backward_ms": statistics.median(once(True) for _ in range(repeats))}
+    return time_forward_backward(run, clip.is_cuda, repeats)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,15 +197,6 @@ def _print_table(rows: list[dict]) -> None:
         cells = "".join(f"{r[c]:>10.3g}" if c in r and not math.isnan(r[c]) else f"{'-':>10}" for c in cols)
         verdict = "ok" if not r["failures"] else "FAIL " + "; ".join(r["failures"])
         print(f"{r['mesh']:<8} {r['size']:>5} {r['batch']:>2} {r['op']:<12}{cells}  {verdict}")
-
-
-def _finite(value):
-    """The report with NaN (an all-zero reference gradient) as null, so the JSON stays standard."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def main() -> int:
@@ -273,7 +244,7 @@ def main() -> int:
     report["pass"] = not failed
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(_finite(report), indent=2))
+        a.json.write_text(json.dumps(finite(report), indent=2))
     if failed:
         print(f"\n{len(failed)} comparisons outside the tolerances", file=sys.stderr)
         return 1

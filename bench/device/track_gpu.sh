@@ -4,10 +4,7 @@
 # tracking benchmark on the training clips and a 60 s bundled sample. Results land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-bash bench/device/install.sh
-export PYTHONPATH=/tmp/pydeps:$PWD/shared PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
-export NEUAVATAR_TEST_VIDEOS=$PWD/.carry/clips
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source bench/device/env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python bench/device/render_parity.py --sizes 128 512 --batches 1 8 --json "$OUT/render_parity.json" 2>&1 | tail -25
 python -m pytest -q -p no:cacheprovider tests/test_render.py tests/test_openhead.py tests/test_track.py -k "cuda or nvdiffrast" 2>&1 | tail -8

@@ -4,10 +4,7 @@
 # the training benchmark. STEPS (three numbers) and VIDEOS override the benchmark's defaults.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-bash bench/device/install.sh
-export PYTHONPATH=/tmp/pydeps:$PWD/shared PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
-export NEUAVATAR_TEST_VIDEOS=$PWD/.carry/clips
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source bench/device/env.sh
 if [ -z "${SKIP_CHECKS:-}" ]; then
   python bench/device/gaussian_parity.py --no-torch-timing --json "$OUT/gaussian_parity.json" 2>&1 | tail -22
   python -m pytest -q -p no:cacheprovider tests/test_gaussians.py tests/test_avatar.py -k "cuda or gsplat" 2>&1 | tail -6

@@ -23,7 +23,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from neuavatar.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_file", "env_overrides", "merge", "resolve_config", "save_config"]
+__all__ = ["from_dict", "to_dict", "load_file", "env_overrides", "merge", "resolve_config", "save_config",
+           "resolve_device"]
 
 T = TypeVar("T")
 
@@ -195,3 +196,18 @@ def resolve_config(cls: type[T], *, base: T | None = None, file: Path | None = N
 def save_config(cfg: Any, path: Path) -> None:
     """Write the resolved config as JSON (readable by :func:`load_file`)."""
     Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def resolve_device(name: str):
+    """The ``torch.device`` a ``device`` setting names: ``auto`` takes the GPU when there is one.
+
+    Raises:
+        ConfigError: ``cuda`` was asked for and no CUDA GPU is available.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
+    return torch.device(name)

@@ -15,6 +15,7 @@ is a directory::
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -178,6 +179,24 @@ class Dataset:
     def labels(self, i: int) -> np.ndarray:
         """(S, S) uint8 semantic labels, indices into ``LABELS``."""
         return _read(self.root / MASKS_DIR / frame_name(i, "png"), cv2.IMREAD_GRAYSCALE)
+
+    def resized(self, size: int, kinds: tuple[str, ...] = ("image",), progress=None) -> dict[str, np.ndarray]:
+        """Every frame's ``kinds`` ("image", "alpha", "labels") resized to ``size`` x ``size`` and
+        stacked: (T, size, size, 3) uint8, (T, size, size) float32, (T, size, size) uint8. Images
+        and alpha are averaged down (area), labels picked (nearest). ``progress("load", done, total)``."""
+        interpolation = {"image": cv2.INTER_AREA, "alpha": cv2.INTER_AREA, "labels": cv2.INTER_NEAREST}
+
+        def load(i: int) -> list[np.ndarray]:
+            return [cv2.resize(getattr(self, k)(i), (size, size), interpolation=interpolation[k]) for k in kinds]
+
+        out: list[list[np.ndarray]] = [[] for _ in kinds]
+        with cf.ThreadPoolExecutor(8) as pool:  # OpenCV releases the GIL while decoding
+            for n, frame in enumerate(pool.map(load, range(self.num_frames)), 1):
+                for column, value in zip(out, frame):
+                    column.append(value)
+                if progress is not None and (n % 50 == 0 or n == self.num_frames):
+                    progress("load", n, self.num_frames)
+        return {k: np.stack(column) for k, column in zip(kinds, out)}
 
 
 def _read(path: Path, flag: int) -> np.ndarray:

@@ -8,14 +8,13 @@ the neck or, where labelled neck/torso, below the chin. Targets are composited o
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
+from neuavatar.avatar.model import mesh_coverage
 from neuavatar.dataset import LABELS, Dataset
 from neuavatar.errors import DatasetError
 from neuavatar.head.model import HeadModel, HeadParams
@@ -62,23 +61,10 @@ class AvatarData:
 
         hair_label, torso_label = LABELS.index("hair"), LABELS.index("neck_torso")
 
-        def load(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            img = cv2.resize(dataset.image(i), (size, size), interpolation=cv2.INTER_AREA)
-            alpha = cv2.resize(dataset.alpha(i), (size, size), interpolation=cv2.INTER_AREA)
-            lab = cv2.resize(dataset.labels(i), (size, size), interpolation=cv2.INTER_NEAREST)
-            return img, alpha, lab
-
-        images, alphas, labels = [], [], []
-        with cf.ThreadPoolExecutor(8) as pool:  # OpenCV releases the GIL while decoding
-            for k, (img, alpha, lab) in enumerate(pool.map(load, range(self.num_frames))):
-                images.append(img)
-                alphas.append(alpha)
-                labels.append(lab)
-                if (k + 1) % 50 == 0 or k + 1 == self.num_frames:
-                    progress("load", k + 1, self.num_frames)
-        self.images = torch.from_numpy(np.stack(images)).to(device)  # (T, S, S, 3) uint8
-        labels_t = torch.from_numpy(np.stack(labels)).to(device)
-        alpha_t = torch.from_numpy(np.stack(alphas)).to(device)
+        frames = dataset.resized(size, ("image", "alpha", "labels"), progress=progress)
+        self.images = torch.from_numpy(frames["image"]).to(device)  # (T, S, S, 3) uint8
+        labels_t = torch.from_numpy(frames["labels"]).to(device)
+        alpha_t = torch.from_numpy(frames["alpha"]).to(device)
         covered = self._head_coverage(head, size)
         # What the head mesh does not cover is torso when it lies below the mesh's lowest point (the
         # base of the neck), or when it is labelled neck/torso and lies below the chin (above the
@@ -94,8 +80,6 @@ class AvatarData:
     @torch.no_grad()
     def _head_coverage(self, head: HeadModel, size: int, chunk: int = 32) -> Tensor:
         """(T, S, S) bool: the tracked head mesh's coverage, dilated by ~2% of the image."""
-        from neuavatar.avatar.model import mesh_coverage
-
         radius = max(1, size // 48)
         out = []
         for ids in torch.arange(self.num_frames, device=self.device).split(chunk):

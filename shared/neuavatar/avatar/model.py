@@ -95,9 +95,8 @@ class Avatar(nn.Module):
 
     def with_identity(self, params: HeadParams) -> HeadParams:
         """``params`` with the avatar's own identity (a driver's identity never leaks in)."""
-        out = HeadParams(**{k: getattr(params, k) for k in ("expression", "jaw", "neck", "eyes", "rotation",
+        return HeadParams(**{k: getattr(params, k) for k in ("expression", "jaw", "neck", "eyes", "rotation",
                                                              "translation")}, shape=self.shape.expand(params.batch_size, -1))
-        return out
 
     def mesh(self, params: HeadParams) -> tuple[Tensor, Tensor]:
         """(B, V, 3) the refined mesh in model space, and its (B, V, 3) offsets."""

@@ -31,9 +31,9 @@ from neuavatar.avatar.data import AvatarData
 from neuavatar.avatar.evaluate import evaluate_avatar, loss_plot, reenactment_clip, side_by_side
 from neuavatar.avatar.model import Avatar
 from neuavatar.avatar.trainer import AvatarTrainer
-from neuavatar.config import from_dict, to_dict
+from neuavatar.config import from_dict, resolve_device, to_dict
 from neuavatar.dataset import Dataset
-from neuavatar.errors import CheckpointError, ConfigError, DatasetError
+from neuavatar.errors import CheckpointError, DatasetError
 from neuavatar.outputs import check_output, replace_dir, tool_versions
 from neuavatar.progress import Progress, no_progress
 from neuavatar.track.models import load_head_model
@@ -70,14 +70,6 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
-    return torch.device(name)
-
-
 def _head_for(tracking: Tracking, device: torch.device):
     options = from_dict(TrackerOptions, tracking.meta.get("options", {}), where="the tracking's options")
     head = load_head_model(options).to(device)
@@ -105,7 +97,7 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
         meta = json.loads((out / AVATAR_META).read_text())
         return TrainResult(out, reused=True, metrics=meta.get("metrics", {}))
 
-    device = _device(config.device)
+    device = resolve_device(config.device)
     head, track_options = _head_for(tracking, device)
     work = out.parent / f".{out.name}.training"
     resumed_from = None
@@ -131,7 +123,8 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     if resume is not None:
         trainer.load_state_dict(resume)
         resumed_from = f"{work / RESUME_FILE} (stage {resume['stage']}, step {resume['stage_step']})"
-        torch.set_rng_state(resume["rng"]["torch"]) if "torch" in resume.get("rng", {}) else None
+        if "torch" in resume.get("rng", {}):
+            torch.set_rng_state(resume["rng"]["torch"])
 
     head_info = {"name": head.name, "head_model": track_options.head_model, "flame_landmarks": track_options.flame_landmarks,
                  "num_shape": head.num_shape, "num_expression": head.num_expression,
@@ -210,7 +203,7 @@ def load_avatar(path: Path, device: torch.device | str = "cpu", head_model: str 
                              num_expression=int(info["num_expression"]))
     try:
         head = load_head_model(options).to(device)
-    except (ConfigError, DatasetError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # NeuAvatar's own errors are ValueErrors
         raise CheckpointError(f"{path}: its head model ({options.head_model}) cannot be loaded: {e}") from None
     try:
         avatar = Avatar.from_state(head, data["model"], offset_rank=config.offset_rank, colour_rank=config.colour_rank)

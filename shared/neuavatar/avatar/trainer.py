@@ -56,7 +56,7 @@ class AvatarTrainer:
         self.lap = laplacian(head.faces, head.num_vertices)
         self.adjacent = adjacent_faces(head.faces)
         # The tracker fitted the face to the landmarks already: offsets there cost ten times more.
-        face = head.regions.get("face") if isinstance(head.regions, dict) else None
+        face = head.regions.get("face")
         weight = torch.ones(head.num_vertices, device=data.device)
         if face is not None:
             weight[face.to(data.device).bool()] = 10.0

@@ -18,16 +18,15 @@ landmarks only, for live driving.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from neuavatar.config import resolve_device
 from neuavatar.dataset import LABELS, Dataset
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadModel, HeadParams
@@ -69,15 +68,8 @@ class TrackingInputs:
     def images(self, size: int) -> tuple[Tensor, Tensor]:
         """(T, size, size, 3) uint8 frames and (T, size, size) uint8 labels, resized, on the device."""
         if size not in self._images:
-            def load(i: int) -> tuple[np.ndarray, np.ndarray]:
-                img = cv2.resize(self.dataset.image(i), (size, size), interpolation=cv2.INTER_AREA)
-                lab = cv2.resize(self.dataset.labels(i), (size, size), interpolation=cv2.INTER_NEAREST)
-                return img, lab
-
-            with cf.ThreadPoolExecutor(8) as pool:  # OpenCV releases the GIL while decoding
-                pairs = list(pool.map(load, range(self.num_frames)))
-            imgs = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
-            labs = torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device)
+            frames = self.dataset.resized(size, ("image", "labels"))
+            imgs, labs = (torch.from_numpy(frames[k]).to(self.device) for k in ("image", "labels"))
             self._images = {size: (imgs, labs)}  # keep one size: the stages go coarse to fine
         return self._images[size]
 
@@ -142,11 +134,7 @@ class Tracker:
         from neuavatar.track.models import load_head_model
 
         options = options or TrackerOptions()
-        if options.device == "auto":
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            device = torch.device(options.device)
-        return cls(load_head_model(options), options, device)
+        return cls(load_head_model(options), options, resolve_device(options.device))
 
     # --- offline -------------------------------------------------------------------------------
 

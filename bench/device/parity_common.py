@@ -1,0 +1,50 @@
+"""What the two parity scripts (render_parity.py, gaussian_parity.py) share: gradient comparison,
+JSON-safe reports and forward / forward + backward timing."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["grad_stats", "finite", "time_forward_backward"]
+
+
+def grad_stats(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """Cosine similarity and relative error of a gradient against the reference (float64)."""
+    mine, ref = mine.flatten().double(), ref.flatten().double()
+    cos = torch.nn.functional.cosine_similarity(mine, ref, dim=0).item() if ref.norm() > 0 else float("nan")
+    rel = ((mine - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+    return cos, rel
+
+
+def finite(value):
+    """The report with NaN (an all-zero reference gradient) as null, so the JSON stays standard."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def time_forward_backward(run: Callable[[bool], torch.Tensor], cuda: bool, repeats: int) -> dict:
+    """Median milliseconds of ``run(False)`` (forward) and of ``run(True)`` then backward of its
+    (scalar) result; ``run(backward)`` makes fresh leaves that require grad when ``backward``."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def once(backward: bool) -> float:
+        sync()
+        start = time.perf_counter()
+        out = run(backward)
+        if backward:
+            out.backward()
+        sync()
+        return 1000 * (time.perf_counter() - start)
+
+    for _ in range(3):  # warm-up (allocator, kernels, contexts)
+        once(True)
+    return {"forward_ms": statistics.median(once(False) for _ in range(repeats)),
+            "forward_backward_ms": statistics.median(once(True) for _ in range(repeats))}
