@@ -20,7 +20,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--preset", default="gpu")
     parser.add_argument("--frames", type=int, default=0, help="use only the first N frames of each video")
     parser.add_argument("--steps", type=int, nargs=3, help="override the training steps per stage")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE;...",
+                        help="also train each video with these settings changed (TOML values), e.g. "
+                             "'no-refine:lr_tracking=[0,0,0]'; repeatable")
     parser.add_argument("--work", type=Path, help="keep datasets, trackings and avatars here (default: a temp dir)")
     parser.add_argument("--pictures", type=Path, help="copy each avatar's side_by_side.png here")
     parser.add_argument("--json", type=Path, default=Path("bench/out/train.json"))
@@ -45,6 +48,15 @@ def main() -> None:
 
     preset = PRESETS[args.preset]
     train_config = replace(preset.train, steps=tuple(args.steps)) if args.steps else preset.train
+    variants = {"default": train_config}
+    for spec in args.variant:
+        import tomllib
+
+        from neuavatar.config import from_dict
+
+        name, _, settings = spec.partition(":")
+        overrides = tomllib.loads(settings.replace(";", "\n"))
+        variants[name] = from_dict(type(train_config), {**asdict(train_config), **overrides}, where=f"variant {name}")
     work = args.work or Path(tempfile.mkdtemp(prefix="neuavatar-train-"))
     videos = list(args.videos)
     if args.sample_seconds:
@@ -57,38 +69,41 @@ def main() -> None:
             d = work / video.stem
             prepared = preprocessor.process(video, d / "dataset")
             tracked = track_dataset(prepared.dataset_dir, d / "tracking", preset.track, overlay=False)
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
-            result = train_avatar(prepared.dataset_dir, tracked.tracking_dir, d / "avatar", train_config, overwrite=True)
-            wall = time.perf_counter() - started
-            m = result.metrics
-            row = {"video": video.name, "frames": m["train_frames"] + m["eval_frames"], "train_frames": m["train_frames"],
-                   "eval_frames": m["eval_frames"], **{k: m[k] for k in ("psnr", "ssim", "ms_ssim", "l1", "baseline_psnr",
-                                                                          "baseline_ssim", "train_seconds", "load_seconds",
-                                                                          "num_gaussians", "size", "device")},
-                   "wall_seconds": wall, "peak_gpu_memory_gb": m.get("peak_gpu_memory_gb")}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.pictures:
-                args.pictures.mkdir(parents=True, exist_ok=True)
-                shutil.copy(result.avatar_dir / "side_by_side.png", args.pictures / f"{video.stem[:28]}_sbs.png")
+            for variant, config in variants.items():
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                started = time.perf_counter()
+                result = train_avatar(prepared.dataset_dir, tracked.tracking_dir, d / f"avatar_{variant}", config,
+                                      overwrite=True)
+                wall = time.perf_counter() - started
+                m = result.metrics
+                keys = ("psnr", "ssim", "ms_ssim", "l1", "baseline_psnr", "baseline_ssim", "train_psnr",
+                        "outline_error_share", "train_seconds", "load_seconds", "num_gaussians", "size", "device")
+                row = {"video": video.name, "variant": variant, "frames": m["train_frames"] + m["eval_frames"],
+                       "train_frames": m["train_frames"], "eval_frames": m["eval_frames"], **{k: m[k] for k in keys},
+                       "wall_seconds": wall, "peak_gpu_memory_gb": m.get("peak_gpu_memory_gb")}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if args.pictures:
+                    args.pictures.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(result.avatar_dir / "side_by_side.png",
+                                args.pictures / f"{video.stem[:28]}_{variant}_sbs.png")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     report = {"benchmark": "train", "device": device, "torch": torch.__version__, "preset": args.preset,
-              "steps": list(train_config.steps), "goals": {"psnr": 29.0, "ssim": 0.95, "seconds_1min_clip": 120,
+              "steps": list(train_config.steps), "variants": args.variant, "goals": {"psnr": 29.0, "ssim": 0.95, "seconds_1min_clip": 120,
                                                            "peak_gpu_memory_gb": 16}, "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\navatar training benchmark on {device} (preset {args.preset}, steps {list(train_config.steps)})")
-    head = (f"{'video':<36} {'frames':>6} {'PSNR':>6} {'SSIM':>6} {'MS-SSIM':>7} {'L1':>6} {'base':>6} "
-            f"{'train s':>7} {'wall s':>7} {'GPU GB':>6}")
+    head = (f"{'video':<28} {'variant':<12} {'frames':>6} {'PSNR':>6} {'SSIM':>6} {'MS-SSIM':>7} {'L1':>6} {'base':>6} "
+            f"{'fit':>6} {'edge%':>5} {'train s':>7} {'wall s':>7} {'GPU GB':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         gb = r["peak_gpu_memory_gb"]
-        print(f"{r['video'][:36]:<36} {r['frames']:>6} {r['psnr']:>6.2f} {r['ssim']:>6.4f} {r['ms_ssim']:>7.4f} "
-              f"{r['l1']:>6.4f} {r['baseline_psnr']:>6.2f} {r['train_seconds']:>7.1f} {r['wall_seconds']:>7.1f} "
+        print(f"{r['video'][:28]:<28} {r['variant'][:12]:<12} {r['frames']:>6} {r['psnr']:>6.2f} {r['ssim']:>6.4f} {r['ms_ssim']:>7.4f} "
+              f"{r['l1']:>6.4f} {r['baseline_psnr']:>6.2f} {r['train_psnr']:>6.2f} {100 * r['outline_error_share']:>5.0f} {r['train_seconds']:>7.1f} {r['wall_seconds']:>7.1f} "
               f"{(f'{gb:.1f}' if gb else '-'):>6}")
     print(f"(json: {args.json})")
 

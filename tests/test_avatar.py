@@ -14,7 +14,9 @@ import torch
 from neuavatar import PreprocessConfig, preprocess_video
 from neuavatar.avatar import AvatarConfig, load_avatar, load_checkpoint, save_checkpoint, schedule_value, train_avatar
 from neuavatar.avatar.gaussians import matrix_to_quaternion, quaternion_multiply
-from neuavatar.avatar.mesh import adjacent_faces, laplacian, triangle_frames, uniform_laplacian_loss
+from neuavatar.avatar.evaluate import outline_band
+from neuavatar.avatar.mesh import (adjacent_faces, expression_region, laplacian, pose_code, triangle_frames,
+                                  uniform_laplacian_loss)
 from neuavatar.avatar.model import Avatar
 from neuavatar.config import from_dict, load_file
 from neuavatar.errors import CheckpointError, ConfigError, OutputExistsError
@@ -100,6 +102,7 @@ def test_avatar_renders_and_every_part_gets_gradients(head):
     params = head.zero_params(2)
     params.translation = torch.tensor([[0.0, -0.05, -0.6], [0.02, -0.05, -0.6]])
     params.expression = torch.randn(2, head.num_expression) * 0.3
+    params.rotation = torch.tensor([[0.0, 0.3, 0.1], [0.1, -0.2, 0.0]])  # turned: the pose code is not zero
     k = torch.tensor([[180.0, 180.0, 48.0, 48.0]] * 2)
     avatar.offsets.rank_to_offsets.data.normal_(0, 1e-4)
     avatar.gaussians.colour_basis.data.normal_(0, 0.1)
@@ -111,11 +114,42 @@ def test_avatar_renders_and_every_part_gets_gradients(head):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # identity comes from the avatar, never from the driver's parameters
     other = head.zero_params(2)
-    other.translation, other.expression = params.translation, params.expression
+    other.translation, other.expression, other.rotation = params.translation, params.expression, params.rotation
     other.shape = torch.randn(2, head.num_shape)
     with torch.no_grad():
         again = avatar(other, k, 96, torch.ones(3), backend="torch")
     assert torch.allclose(again.colour, out.colour.detach(), atol=1e-5)
+
+
+def test_expression_moves_the_face_but_not_the_hair(head):
+    """Expression-driven offsets stay on the face (else the hair outline learns each frame's
+    expression); turning the head is what may move hanging hair."""
+    weight = expression_region(head)
+    face, scalp = head.regions["face"].bool(), head.regions["scalp"].bool()
+    assert torch.all(weight[face] == 1) and 0 < weight.sum() < head.num_vertices
+    assert (weight[scalp] == 0).float().mean() > 0.5  # the scalp beyond a few rings of the face stays still
+    avatar = Avatar.create(head, torch.zeros(head.num_shape), gaussians_per_triangle=1, offset_rank=4, colour_rank=0)
+    avatar.offsets.rank_to_offsets.data.normal_(0, 1e-3)
+    avatar.offsets.pose_to_offsets.data.normal_(0, 1e-3)
+    params = head.zero_params(2)
+    params.expression[1] = 1.0
+    with torch.no_grad():
+        _, offsets = avatar.mesh(params)
+    moved = (offsets[1] - offsets[0]).norm(dim=-1)
+    far = weight == 0
+    assert moved[face].min() > 0 and moved[far].max() == 0
+    upright = head.zero_params(1)
+    tilted = head.zero_params(1)
+    tilted.rotation[0, 2] = 0.3  # roll: "up" in the head's frame changes
+    assert torch.all(pose_code(upright) == 0) and pose_code(tilted).abs().max() > 0.1
+
+
+def test_outline_band_is_the_edge_of_the_mask():
+    mask = torch.zeros(1, 32, 32, 1)
+    mask[:, 8:24, 8:24] = 1
+    band = outline_band(mask, 2)[0, ..., 0]
+    assert band[8, 16] and band[6, 16] and band[9, 16] and not band[16, 16] and not band[2, 16]
+    assert band.sum() == 20 * 20 - 12 * 12  # the square grown by 2 minus the square shrunk by 2
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and _gsplat_available()), reason="needs CUDA and gsplat")

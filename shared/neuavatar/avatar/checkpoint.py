@@ -27,7 +27,7 @@ from neuavatar.errors import CheckpointError
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "neuavatar.avatar"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the condition code holds the head's up direction
 _REQUIRED = ("config", "head", "model", "stage", "stage_step")
 
 

@@ -3,10 +3,13 @@
 Offsets follow Neural Head Avatars: a static part (the person's hair volume, ears, neck) plus a
 part conditioned on expression and joints, here low rank,
 
-    v = head(θ) + R_root(θ) · (δ_static + B (A c(θ))),     c = [ψ, jaw, neck, eyes]
+    v = head(θ) + R(θ) · (δ_static + w ⊙ B (A e(θ)) + P p(θ)),   e = [ψ, jaw, eyes], p = [neck, Rᵀ e_up - e_up]
 
-so mouth and cheek shapes the head model cannot make are learned from the video. Offsets are in
-the head's rest frame and turn with the root and neck, like the landmark offsets of the tracker.
+so mouth and cheek shapes the head model cannot make are learned from the video. The expression
+part acts on the face only (weights w): let it move the hair and it learns each training frame's
+hair outline from that frame's expression, which does not carry over to new frames. Offsets are in
+the head's rest frame and turn with the root and neck (R), like the landmark offsets of the
+tracker; the up direction in the head's frame lets hanging hair move as the head turns and tilts.
 """
 
 from __future__ import annotations
@@ -17,40 +20,88 @@ from torch import Tensor, nn
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadModel, HeadParams
 
-__all__ = ["MeshOffsets", "condition_code", "posed_with_offsets", "face_normals", "triangle_frames", "laplacian",
-           "uniform_laplacian_loss", "adjacent_faces", "normal_consistency_loss"]
+__all__ = ["MeshOffsets", "condition_code", "condition_code_size", "expression_code", "pose_code", "expression_region",
+           "head_turn", "posed_with_offsets", "face_normals",
+           "triangle_frames", "laplacian", "uniform_laplacian_loss", "adjacent_faces", "normal_consistency_loss"]
+
+
+def head_turn(params: HeadParams) -> Tensor:
+    """(B, 3, 3) the head's orientation in model space: the root rotation after the neck's."""
+    return axis_angle_to_matrix(params.rotation) @ axis_angle_to_matrix(params.neck)
+
+
+# The parts of the head whose shape follows the expression; hair, scalp, ears and neck do not.
+EXPRESSION_REGIONS = ("face", "lips", "eyes", "mouth_interior", "brows")
+
+
+def expression_code(params: HeadParams) -> Tensor:
+    """(B, E + 9) expression, jaw and eyes: what the face's shape and shading follow."""
+    return torch.cat([params.expression, params.jaw, params.eyes.flatten(1)], -1)
+
+
+def pose_code(params: HeadParams) -> Tensor:
+    """(B, 6) the neck's rotation and which way is up in the head's frame (Rᵀ e_y - e_y, zero for an
+    upright head): what hanging hair and the neck's skin follow."""
+    up = head_turn(params).transpose(1, 2)[..., 1] - params.rotation.new_tensor([0.0, 1.0, 0.0])
+    return torch.cat([params.neck, up], -1)
+
+
+def condition_code_size(model: HeadModel) -> int:
+    """Length of :func:`condition_code` for ``model``."""
+    return model.num_expression + 15
 
 
 def condition_code(params: HeadParams) -> Tensor:
-    """(B, E + 12) what offsets and colour corrections depend on: expression, jaw, neck and eyes."""
-    return torch.cat([params.expression, params.jaw, params.neck, params.eyes.flatten(1)], -1)
+    """(B, E + 15) the expression and pose codes together (what colour corrections follow)."""
+    return torch.cat([expression_code(params), pose_code(params)], -1)
+
+
+def expression_region(model: HeadModel, rings: int = 4) -> Tensor:
+    """(V,) weight of expression-driven offsets: 1 on the face, fading to 0 over ``rings`` rings of
+    edges, so the face can move without dragging the hair along (and without a seam)."""
+    inside = torch.zeros(model.num_vertices, dtype=torch.bool, device=model.template.device)
+    for name in EXPRESSION_REGIONS:
+        if name in model.regions:
+            inside |= model.regions[name].bool()
+    if not inside.any():  # a head model without regions: everything may follow the expression
+        return torch.ones(model.num_vertices, device=inside.device)
+    lap = laplacian(model.faces, model.num_vertices)
+    weight = inside.float()[:, None]
+    for _ in range(rings):
+        neighbours = weight - torch.sparse.mm(lap, weight)  # D⁻¹ A w: the mean over each vertex's neighbours
+        weight = torch.maximum(weight, neighbours)
+    return torch.where(inside, 1.0, weight[:, 0].clamp(0, 1))
 
 
 class MeshOffsets(nn.Module):
-    """Learned per-vertex offsets: static plus a low-rank, conditioned part (metres)."""
+    """Learned per-vertex offsets (metres): static; low rank in the expression code, on the face
+    only (``region`` (V,) weights); linear in the pose code everywhere."""
 
-    def __init__(self, num_vertices: int, code_size: int, rank: int):
+    def __init__(self, region: Tensor, expression_size: int, pose_size: int, rank: int):
         super().__init__()
+        num_vertices = region.shape[0]
+        self.register_buffer("region", region.reshape(-1, 1).float(), persistent=False)
         self.static = nn.Parameter(torch.zeros(num_vertices, 3))
+        self.pose_to_offsets = nn.Parameter(torch.zeros(pose_size, num_vertices * 3))  # P (Cp, 3V)
         self.rank = rank
         if rank:
-            self.code_to_rank = nn.Parameter(torch.randn(code_size, rank) * 0.01)  # A (C, r)
+            self.code_to_rank = nn.Parameter(torch.randn(expression_size, rank) * 0.01)  # A (Ce, r)
             self.rank_to_offsets = nn.Parameter(torch.zeros(rank, num_vertices * 3))  # B (r, 3V): starts at 0
 
-    def forward(self, code: Tensor) -> Tensor:
-        """(B, V, 3) offsets in the head's rest frame for condition codes (B, C)."""
-        out = self.static.expand(code.shape[0], -1, -1)
+    def forward(self, expression: Tensor, pose: Tensor) -> Tensor:
+        """(B, V, 3) offsets in the head's rest frame for codes ``expression`` (B, Ce), ``pose`` (B, Cp)."""
+        b = expression.shape[0]
+        out = self.static + (pose @ self.pose_to_offsets).view(b, -1, 3)
         if self.rank:
-            out = out + ((code @ self.code_to_rank) @ self.rank_to_offsets).view(code.shape[0], -1, 3)
+            out = out + self.region * ((expression @ self.code_to_rank) @ self.rank_to_offsets).view(b, -1, 3)
         return out
 
 
 def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets) -> tuple[Tensor, Tensor]:
     """(B, V, 3) posed vertices with the offsets applied, and the (B, V, 3) offsets themselves."""
     head = model(params)
-    delta = offsets(condition_code(params))
-    turn = axis_angle_to_matrix(params.rotation) @ axis_angle_to_matrix(params.neck)  # (B, 3, 3)
-    return head.vertices + delta @ turn.transpose(1, 2), delta
+    delta = offsets(expression_code(params), pose_code(params))
+    return head.vertices + delta @ head_turn(params).transpose(1, 2), delta
 
 
 def face_normals(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:

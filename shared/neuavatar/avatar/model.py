@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
-from neuavatar.avatar.mesh import MeshOffsets, condition_code, posed_with_offsets
+from neuavatar.avatar.mesh import (MeshOffsets, condition_code, condition_code_size, expression_region,
+                                   posed_with_offsets)
 from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.render import antialias, clip_space, model_to_camera, rasterize
 from neuavatar.render.gaussians import rasterize_gaussians
@@ -48,8 +49,7 @@ class Avatar(nn.Module):
         super().__init__()
         self.head = head.requires_grad_(False)
         self.register_buffer("shape", shape.reshape(-1).float())
-        code_size = head.num_expression + 12
-        self.offsets = MeshOffsets(head.num_vertices, code_size, offset_rank)
+        self.offsets = MeshOffsets(expression_region(head), head.num_expression + 9, 6, offset_rank)
         self.gaussians = gaussians
 
     @classmethod
@@ -70,7 +70,7 @@ class Avatar(nn.Module):
             x = (uv[:, 0] * w).long().clamp(0, w - 1)  # nvdiffrast's convention: v runs down the rows
             y = (uv[:, 1] * h).long().clamp(0, h - 1)
             colours = albedo.to(device)[y, x][:, None].expand(-1, gaussians_per_triangle, -1)
-        code_size = head.num_expression + 12
+        code_size = condition_code_size(head)
         gaussians = BoundGaussians.on_surface(rest, head.faces, gaussians_per_triangle, code_size, colour_rank,
                                               colours=colours, generator=generator)
         return cls(head, shape.to(device), gaussians, offset_rank).to(device)
@@ -78,7 +78,7 @@ class Avatar(nn.Module):
     @classmethod
     def from_state(cls, head: HeadModel, state: dict[str, Tensor], *, offset_rank: int, colour_rank: int) -> Avatar:
         """An avatar with the weights ``state`` (from :meth:`state_dict`), on ``head``'s device."""
-        code_size = head.num_expression + 12
+        code_size = condition_code_size(head)
         gaussians = BoundGaussians(state["gaussians.parent"], code_size, colour_rank)
         avatar = cls(head, state["shape"], gaussians, offset_rank).to(head.template.device)
         avatar.load_state_dict(state)
