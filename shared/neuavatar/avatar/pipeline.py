@@ -131,6 +131,8 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
                  "expression_names": list(head.expression_names or ()),
                  "fingerprint": tracking.meta.get("head_model", {}).get("fingerprint")}
 
+    rest = rest_pose(data)
+
     def payload(t: AvatarTrainer, final: bool = False) -> dict:
         state = t.state_dict()
         if final:
@@ -138,7 +140,7 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
         state["rng"]["torch"] = torch.get_rng_state()
         return {**state, "config": to_dict(config), "head": head_info, "identity": identity,
                 "camera": {"size": config.size, "dataset_size": dataset.size,
-                           "focal_source_px": float(tracking.arrays["focal_source_px"])}}
+                           "focal_source_px": float(tracking.arrays["focal_source_px"])}, "rest": rest}
 
     train_started = time.perf_counter()
     state = trainer.train(progress, checkpoint=lambda t: save_checkpoint(work / RESUME_FILE, payload(t)))
@@ -178,6 +180,18 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     (work / RESUME_FILE).unlink(missing_ok=True)
     replace_dir(work, out)
     return TrainResult(out, reused=False, resumed_from=resumed_from, metrics=metrics)
+
+
+def rest_pose(data: AvatarData) -> dict[str, list]:
+    """The person at rest, as the renderer's starting point: the median of each parameter over the
+    training frames (expression, jaw, neck, eyes, rotation, translation) and of the intrinsics (at
+    the training size)."""
+    ids = data.train_ids.to(data.device)
+    params = data.params[ids]
+    rest = {k: getattr(params, k).median(0).values.cpu().tolist()
+            for k in ("expression", "jaw", "neck", "eyes", "rotation", "translation")}
+    rest["intrinsics"] = data.intrinsics[ids].median(0).values.cpu().tolist()
+    return rest
 
 
 def load_avatar(path: Path, device: torch.device | str = "cpu", head_model: str | None = None):

@@ -89,7 +89,7 @@ class PreprocessConfig:
     """Frames per work unit when the main process decodes (``decoder = "sequential"``)."""
 
     contact_sheet_frames: int = 8
-    """Frames shown in the contact sheet."""
+    """Frames shown in the contact sheet (0: no contact sheet)."""
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 4096:

@@ -536,7 +536,8 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
         "summary": summary,
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    contact_sheet(Dataset(tmp), tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
+    if cfg.contact_sheet_frames:
+        contact_sheet(Dataset(tmp), tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
     summary["seconds"] = time.perf_counter() - started
     timing["write_seconds"] = summary["seconds"] - (timing["detect_seconds"] + timing["annotate_seconds"])
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # again, with the total time

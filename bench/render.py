@@ -1,0 +1,129 @@
+"""Benchmark of the renderer: frames per second for one avatar, batched, concurrent live sessions,
+and driving-video reenactment time.
+
+    python bench/render.py --avatar AVATAR_DIR --driver ../shared/data/videos/drive_lp_d19_man_glasses.mp4
+    python bench/render.py --avatar AVATAR_DIR --device cpu --seconds 3     # CPU speed at the avatar's size
+
+Goals (issue 5, one H100, 512²): >= 1000 frames/s for one avatar, >= 3000 frames/s batched, >= 16
+concurrent sessions at 30 fps each, a 10 s driving clip reenacted in < 10 s. CPU: reported, no goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def frames_per_second(renderer, batch: int, seconds: float) -> float:
+    """Renders (on the device, not copied back) per second at batch size ``batch``."""
+    g = torch.Generator().manual_seed(0)
+    params = renderer.params(batch, expression=torch.randn(batch, renderer.num_expression, generator=g).numpy() * 0.5)
+    for _ in range(3):
+        renderer.render(params)
+    sync(renderer.device)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(10):
+            renderer.render(params)
+        done += 10 * batch
+        sync(renderer.device)
+    return done / (time.perf_counter() - started)
+
+
+def sessions(renderer, count: int, fps: float, seconds: float) -> dict:
+    """``count`` live sessions, each submitting head parameters at ``fps`` and reading JPEG frames."""
+    from neuavatar.animate.stream import StreamFrame, StreamSession
+
+    latencies: list[float] = []
+    received = [0] * count
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        with StreamSession(renderer) as session:
+            period, start = 1.0 / fps, time.perf_counter()
+            i = 0
+            while time.perf_counter() - start < seconds:
+                session.submit(i, rotation=[0.0, 0.3 * np.sin(i / 15), 0.0])
+                i += 1
+                out = session.next(timeout=period)
+                if isinstance(out, StreamFrame):
+                    with lock:
+                        latencies.append(out.timings_ms["total"])
+                        received[k] += 1
+                time.sleep(max(0.0, start + i * period - time.perf_counter()))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    per_session = np.array(received) / seconds
+    return {"sessions": count, "target_fps": fps, "min_session_fps": float(per_session.min()),
+            "mean_session_fps": float(per_session.mean()), "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p99_ms": float(np.percentile(lat, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--avatar", type=Path, required=True)
+    parser.add_argument("--driver", type=Path, help="a driving clip for the reenactment timing")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each throughput measurement runs")
+    parser.add_argument("--batches", type=int, nargs="*", default=[8, 32])
+    parser.add_argument("--sessions", type=int, nargs="*", default=[16])
+    parser.add_argument("--json", type=Path, default=Path("bench/out/render.json"))
+    args = parser.parse_args()
+
+    from neuavatar.animate import AvatarRenderer
+    from neuavatar.animate.reenact import reenact_video
+
+    renderer = AvatarRenderer(args.avatar, device=args.device)
+    device = renderer.device
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    rows = [{"what": "one avatar, batch 1", "fps": frames_per_second(renderer, 1, args.seconds)}]
+    for b in args.batches:
+        rows.append({"what": f"batched, batch {b}", "fps": frames_per_second(renderer, b, args.seconds)})
+    host = time.perf_counter()
+    for _ in range(50):
+        renderer.render_uint8(renderer.params(1))
+    rows.append({"what": "batch 1, copied to the host as uint8", "fps": 50 / (time.perf_counter() - host)})
+    live = [sessions(renderer, n, 30.0, args.seconds) for n in args.sessions]
+    reenact = None
+    if args.driver:
+        with tempfile.TemporaryDirectory() as tmp:
+            reenact_video(renderer, args.driver, Path(tmp) / "warm.mp4")  # first call: models load, kernels build
+            result = reenact_video(renderer, args.driver, Path(tmp) / "out.mp4", side_by_side=True)
+            reenact = {"driver": args.driver.name, "frames": result.frames, "seconds": result.seconds}
+    report = {"benchmark": "render", "device": name, "size": renderer.size,
+              "num_gaussians": len(renderer.avatar.gaussians), "throughput": rows, "sessions": live,
+              "reenact": reenact, "goals": {"fps_single": 1000, "fps_batched": 3000, "sessions_at_30fps": 16,
+                                            "reenact_10s_clip_seconds": 10}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nrenderer benchmark on {name}, {renderer.size}², {len(renderer.avatar.gaussians)} Gaussians")
+    for r in rows:
+        print(f"  {r['what']:<40} {r['fps']:>9.1f} frames/s")
+    for s in live:
+        print(f"  {s['sessions']} sessions at {s['target_fps']:g} fps: slowest {s['min_session_fps']:.1f} fps, "
+              f"latency p50 {s['latency_p50_ms']:.1f} ms, p99 {s['latency_p99_ms']:.1f} ms")
+    if reenact:
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in reenact["seconds"].items())
+        print(f"  reenact {reenact['driver']} ({reenact['frames']} frames): {times}")
+    print(f"(json: {args.json})")
+
+
+if __name__ == "__main__":
+    main()

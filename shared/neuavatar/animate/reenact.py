@@ -1,0 +1,157 @@
+"""Video-to-video reenactment: a driving video's motion, transferred to an avatar.
+
+The driver is preprocessed (crop, landmarks) and tracked with the tracker's real-time mode (the
+avatar's own head model, warm-started frame to frame). Motion transfers relatively, so a different
+face never leaks into the avatar:
+
+    ψ_out = ψ_avatar_rest + (ψ_t − ψ_driver_rest)                  (expression, jaw, neck, eyes)
+    R_out = (R_t R_driver_restᵀ) R_avatar_rest                    (head rotation)
+    t_out = t_avatar_rest + (t_t − t_driver_rest) · z_avatar / z_driver
+
+with each person's rest the per-parameter median over their frames.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from neuavatar.animate.renderer import AvatarRenderer
+from neuavatar.dataset import Dataset
+from neuavatar.head.lbs import axis_angle_to_matrix
+from neuavatar.head.model import HeadParams
+from neuavatar.progress import Progress, no_progress
+from neuavatar.track.init import matrix_to_axis_angle
+from neuavatar.video import VideoWriter
+
+__all__ = ["DriverMotion", "track_driver", "transfer_motion", "reenact_video", "ReenactResult"]
+
+ADDITIVE = ("expression", "jaw", "neck", "eyes")
+WARMUP = 20  # real-time tracking steps on the driver's first frame before its answer is used
+
+
+@dataclass
+class DriverMotion:
+    """A tracked driving video: parameters (T) in the avatar's head model, which frames had a face,
+    the driver's crops (T, S, S, 3) uint8, and its frame rate."""
+
+    params: HeadParams
+    valid: np.ndarray
+    crops: np.ndarray
+    fps: float
+
+
+@dataclass
+class ReenactResult:
+    path: Path
+    frames: int
+    seconds: dict[str, float]  # per step: preprocess, track, render (and encode), total
+
+
+def rest_of(params: HeadParams) -> HeadParams:
+    """(1) the per-parameter median of ``params`` (T): a person's rest pose over a clip."""
+    return HeadParams(**{k: v.median(0, keepdim=True).values for k, v in vars(params).items()})
+
+
+def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: HeadParams) -> HeadParams:
+    """The driver's motion (T) relative to its rest (1), applied to the avatar's rest (1)."""
+    t = driver.batch_size
+    out = {k: getattr(avatar_rest, k) + getattr(driver, k) - getattr(driver_rest, k) for k in ADDITIVE}
+    turn = axis_angle_to_matrix(driver.rotation) @ axis_angle_to_matrix(driver_rest.rotation).transpose(1, 2)
+    out["rotation"] = matrix_to_axis_angle(turn @ axis_angle_to_matrix(avatar_rest.rotation))
+    depth = (avatar_rest.translation[:, 2] / driver_rest.translation[:, 2]).abs()
+    out["translation"] = avatar_rest.translation + (driver.translation - driver_rest.translation) * depth[:, None]
+    return HeadParams(shape=avatar_rest.shape.expand(t, -1), **out)
+
+
+def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Progress = no_progress
+                 ) -> tuple[DriverMotion, dict[str, float]]:
+    """Preprocess ``video`` into ``work`` and track it in real-time mode with the avatar's head model.
+
+    Raises:
+        InputError: the video cannot be read or shows no usable face.
+    """
+    from neuavatar import PreprocessConfig, preprocess_video
+    from neuavatar.track import Tracker, TrackerOptions
+
+    seconds = {}
+    started = time.perf_counter()
+    config = PreprocessConfig(size=renderer.size, min_frames=2, val_fraction=0.0, contact_sheet_frames=0)
+    dataset = Dataset(preprocess_video(video, work / "driver", config, progress=progress).dataset_dir)
+    seconds["preprocess"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    head = renderer.info["head"]
+    options = TrackerOptions(device=renderer.device.type, head_model=head.get("head_model", "openhead"),
+                             flame_landmarks=head.get("flame_landmarks", ""), num_shape=int(head["num_shape"]),
+                             num_expression=int(head["num_expression"]))
+    tracker = Tracker.create_from_options(options)
+    src = dataset.meta["source"]
+    scale = float(np.median(dataset.crop_to_source[:, 0, 0]))  # source pixels per crop pixel
+    focal = options.focal_init * max(src["width"], src["height"]) / scale
+    session = tracker.realtime(dataset.size, focal)
+    landmarks = torch.from_numpy(np.nan_to_num(dataset.landmarks)).float()
+    valid = dataset.valid
+    frames: list[HeadParams] = []
+    last = None
+    clock = iter(range(1 << 62))  # the session wants increasing timestamps: the call count will do
+    first = int(np.argmax(valid))
+    for _ in range(WARMUP):  # the first frame starts cold: let it settle before it counts
+        session.track_frame(landmarks[first], next(clock))
+    for i in range(dataset.num_frames):
+        if valid[i]:
+            last = session.track_frame(landmarks[i], next(clock))
+            last = HeadParams(**{k: v.clone() for k, v in vars(last).items()})
+        frames.append(last)
+        progress("track driver", i + 1, dataset.num_frames)
+    start = frames[first]  # frames before the first face hold the first face's pose
+    params = HeadParams.cat([f if f is not None else start for f in frames]).to(renderer.device)
+    seconds["track"] = time.perf_counter() - started
+    crops = dataset.resized(renderer.size, ("image",))["image"]
+    return DriverMotion(params=params, valid=valid, crops=crops, fps=dataset.fps), seconds
+
+
+def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_side: bool = False, batch: int = 16,
+                  crf: int = 18, progress: Progress = no_progress) -> ReenactResult:
+    """Write ``out`` (H.264): the avatar performing ``video``'s expressions and head motion, beside
+    the driver's crop when ``side_by_side``. ``out`` appears complete or not at all.
+
+    Raises:
+        InputError: the driving video cannot be read or shows no usable face.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="neuavatar-reenact-") as tmp:
+        motion, seconds = track_driver(renderer, Path(video), Path(tmp), progress)
+        render_started = time.perf_counter()
+        params = transfer_motion(motion.params, rest_of(motion.params), renderer.rest)
+        total = params.batch_size
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.parent / f".{out.stem}.partial{out.suffix or '.mp4'}"
+        try:
+            with VideoWriter(partial, motion.fps, crf=crf) as writer:
+                for start in range(0, total, batch):
+                    ids = slice(start, min(start + batch, total))
+                    frames = renderer.render_uint8(params[ids])
+                    for k, frame in enumerate(frames):
+                        if side_by_side:
+                            crop = motion.crops[start + k]
+                            if not motion.valid[start + k]:  # no face here: say so on the driver's side
+                                crop = cv2.putText(crop.copy(), "no face", (8, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                                                   (255, 0, 0), 2)
+                            frame = np.concatenate([crop, frame], 1)
+                        writer.write(frame)
+                    progress("render", ids.stop, total)
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+    seconds["render"] = time.perf_counter() - render_started
+    seconds["total"] = time.perf_counter() - started
+    return ReenactResult(path=out, frames=total, seconds=seconds)

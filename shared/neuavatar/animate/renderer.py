@@ -1,0 +1,103 @@
+"""Rendering a trained avatar: from head parameters or manual controls to frames, one or many at a time.
+
+The renderer holds the avatar on its device and the person's rest pose and camera (from training).
+Everything it returns is on the host as uint8 RGB unless asked otherwise; everything it takes is
+checked (sizes, finite values), because it sits behind the CLI, the studio and the streaming API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuavatar.animate.controls import Controls
+from neuavatar.avatar.pipeline import load_avatar
+from neuavatar.config import resolve_device
+from neuavatar.errors import CheckpointError
+from neuavatar.head.model import HeadParams
+
+__all__ = ["AvatarRenderer", "PARAM_SIZES"]
+
+# Parameters a caller may set per frame, with their trailing shapes (E: expression coefficients).
+PARAM_SIZES = {"expression": ("E",), "jaw": (3,), "neck": (3,), "eyes": (2, 3), "rotation": (3,), "translation": (3,)}
+
+
+class AvatarRenderer:
+    """A trained avatar, ready to render.
+
+    Args:
+        path: the avatar directory (or its ``avatar.pt``).
+        device: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``.
+        backend: the Gaussian rasterizer (``auto``: gsplat on CUDA, pure torch elsewhere).
+        head_model: the FLAME file, for a FLAME avatar whose file has moved.
+    """
+
+    def __init__(self, path: Path, device: str = "auto", backend: str = "auto", head_model: str | None = None):
+        self.device = resolve_device(device)
+        self.avatar, info = load_avatar(Path(path), self.device, head_model)
+        self.backend = backend
+        config = info["config"]
+        self.size = int(config["size"])
+        self.background = torch.tensor(config["background"], dtype=torch.float32, device=self.device)
+        rest = info.get("rest")
+        if rest is None:
+            raise CheckpointError(f"{path} has no rest pose: train the avatar again with this version")
+        t = lambda v: torch.tensor(v, dtype=torch.float32, device=self.device)[None]  # noqa: E731
+        self.rest = HeadParams(shape=self.avatar.shape[None], **{k: t(rest[k]) for k in PARAM_SIZES})
+        self.intrinsics = t(rest["intrinsics"])  # (1, 4) at self.size
+        self.num_expression = self.rest.expression.shape[-1]
+        self.info = info
+
+    # --- parameters ------------------------------------------------------------------------------
+
+    def params(self, batch: int = 1, **values) -> HeadParams:
+        """(batch) parameters: the rest pose, with any of :data:`PARAM_SIZES` given as arrays of shape
+        (batch, *size) or (*size) (the same for every frame).
+
+        Raises:
+            ValueError: an unknown name, a wrong shape, or values that are not finite.
+        """
+        out = {}
+        for name, value in values.items():
+            if name not in PARAM_SIZES:
+                raise ValueError(f"unknown head parameter {name!r}; known: {', '.join(PARAM_SIZES)}")
+            size = tuple(self.num_expression if d == "E" else d for d in PARAM_SIZES[name])
+            v = torch.as_tensor(np.asarray(value, dtype=np.float32), device=self.device)
+            if tuple(v.shape) == size:
+                v = v.expand(batch, *size)
+            if tuple(v.shape) != (batch, *size):
+                raise ValueError(f"{name} must have shape {size} or {(batch, *size)}, got {tuple(v.shape)}")
+            if not torch.isfinite(v).all():
+                raise ValueError(f"{name} holds values that are not finite numbers")
+            out[name] = v
+        rest = {f.name: getattr(self.rest, f.name).expand(batch, *getattr(self.rest, f.name).shape[1:])
+                for f in fields(HeadParams)}
+        return HeadParams(**{**rest, **out})
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def render(self, params: HeadParams, intrinsics: Tensor | None = None, view: Tensor | None = None) -> Tensor:
+        """(B, S, S, 3) float RGB in [0, 1] on the device, for parameters ``params`` (B); the rest
+        camera unless ``intrinsics`` (B, 4) are given; ``view`` (B, 3, 3) orbits the camera."""
+        b = params.batch_size
+        k = self.intrinsics.expand(b, 4) if intrinsics is None else intrinsics
+        out = self.avatar(params, k, self.size, self.background, backend=self.backend, view=view)
+        return out.colour.clamp_(0, 1)
+
+    def render_uint8(self, params: HeadParams, intrinsics: Tensor | None = None, view: Tensor | None = None
+                     ) -> np.ndarray:
+        """(B, S, S, 3) uint8 RGB on the host."""
+        with torch.inference_mode():
+            frames = self.render(params, intrinsics, view).mul_(255).round_().to(torch.uint8)
+        return frames.cpu().numpy()
+
+    def render_controls(self, controls: Controls) -> tuple[np.ndarray, list[str]]:
+        """(S, S, 3) uint8 RGB of one pose given by ``controls``, and notes on values that were clamped."""
+        inside, notes = controls.clamped()
+        params, k, view = inside.to_params(self.rest, self.intrinsics)
+        return self.render_uint8(params, k, view)[0], notes
