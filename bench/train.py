@@ -20,6 +20,7 @@ import json
 import shutil
 import tempfile
 import time
+import tomllib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def main() -> None:
 
     from neuavatar import Preprocessor
     from neuavatar.avatar import train_avatar
+    from neuavatar.config import from_dict
     from neuavatar.presets import PRESETS
     from neuavatar.track import track_dataset
 
@@ -50,10 +52,6 @@ def main() -> None:
     train_config = replace(preset.train, steps=tuple(args.steps)) if args.steps else preset.train
     variants = {"default": train_config}
     for spec in args.variant:
-        import tomllib
-
-        from neuavatar.config import from_dict
-
         name, _, settings = spec.partition(":")
         overrides = tomllib.loads(settings.replace(";", "\n"))
         variants[name] = from_dict(type(train_config), {**asdict(train_config), **overrides}, where=f"variant {name}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from neuavatar.animate import AvatarRenderer, Controls
-from neuavatar.animate.reenact import reenact_video, rest_of, transfer_motion
+from neuavatar.animate.reenact import reenact_video, transfer_motion
 from neuavatar.animate.stream import StreamError, StreamFrame, StreamSession
 from neuavatar.cli import main
 from neuavatar.errors import InputError
@@ -72,7 +72,7 @@ def test_motion_transfers_relative_to_each_persons_rest(renderer):
                              rotation=(torch.randn(5, 3, generator=g) * 0.2).numpy(),
                              translation=np.array([[0.01 * i, 0.0, -0.9] for i in range(5)], np.float32))
     driver.shape = torch.randn(5, driver.shape.shape[1], generator=g)  # another face
-    rest = rest_of(driver)
+    rest = driver.median()
     out = transfer_motion(driver, rest, avatar_rest)
     assert torch.equal(out.shape, avatar_rest.shape.expand(5, -1))  # the avatar's identity, never the driver's
     at_rest = transfer_motion(rest, rest, avatar_rest)

@@ -24,14 +24,13 @@ is timed and parity is skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-from parity_common import finite, grad_stats, time_forward_backward
+from parity_common import finish, grad_stats, time_forward_backward
 
 from neuavatar.render import rasterize_gaussians
 
@@ -183,15 +182,7 @@ def main() -> int:
             report["timings"].append({"count": count, "size": size, "batch": batch, "backend": backend, **t})
             print(f"{batch:>2} {backend:<8} {t['forward_ms']:>9.2f} {t['forward_backward_ms']:>9.2f}", flush=True)
 
-    failed = [r for r in report["parity"] if r["failures"]]
-    report["pass"] = not failed
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(finite(report), indent=2))
-    if failed:
-        print(f"\n{len(failed)} comparisons outside the tolerances", file=sys.stderr)
-        return 1
-    return 0
+    return finish(report, a.json)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,17 @@ JSON-safe reports and forward / forward + backward timing."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-__all__ = ["grad_stats", "finite", "time_forward_backward"]
+__all__ = ["grad_stats", "finite", "time_forward_backward", "finish"]
 
 
 def grad_stats(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -48,3 +51,17 @@ def time_forward_backward(run: Callable[[bool], torch.Tensor], cuda: bool, repea
         once(True)
     return {"forward_ms": statistics.median(once(False) for _ in range(repeats)),
             "forward_backward_ms": statistics.median(once(True) for _ in range(repeats))}
+
+
+def finish(report: dict, json_path: Path | None) -> int:
+    """Mark ``report`` passed or not, write it as JSON where asked, and return the exit status
+    (1 when a comparison fell outside its tolerances)."""
+    failed = [r for r in report["parity"] if r["failures"]]
+    report["pass"] = not failed
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(finite(report), indent=2))
+    if failed:
+        print(f"\n{len(failed)} comparisons outside the tolerances", file=sys.stderr)
+        return 1
+    return 0

@@ -34,7 +34,6 @@ from neuavatar.video import VideoWriter
 __all__ = ["DriverMotion", "track_driver", "transfer_motion", "reenact_video", "ReenactResult"]
 
 ADDITIVE = ("expression", "jaw", "neck", "eyes")
-WARMUP = 20  # real-time tracking steps on the driver's first frame before its answer is used
 
 
 @dataclass
@@ -53,11 +52,6 @@ class ReenactResult:
     path: Path
     frames: int
     seconds: dict[str, float]  # per step: preprocess, track, render (and encode), total
-
-
-def rest_of(params: HeadParams) -> HeadParams:
-    """(1) the per-parameter median of ``params`` (T): a person's rest pose over a clip."""
-    return HeadParams(**{k: v.median(0, keepdim=True).values for k, v in vars(params).items()})
 
 
 def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: HeadParams) -> HeadParams:
@@ -79,7 +73,7 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
         InputError: the video cannot be read or shows no usable face.
     """
     from neuavatar import PreprocessConfig, preprocess_video
-    from neuavatar.track import Tracker, TrackerOptions
+    from neuavatar.track import TrackerOptions
 
     seconds = {}
     started = time.perf_counter()
@@ -88,31 +82,21 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
     seconds["preprocess"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    head = renderer.info["head"]
-    options = TrackerOptions(device=renderer.device.type, head_model=head.get("head_model", "openhead"),
-                             flame_landmarks=head.get("flame_landmarks", ""), num_shape=int(head["num_shape"]),
-                             num_expression=int(head["num_expression"]))
-    tracker = Tracker.create_from_options(options)
     src = dataset.meta["source"]
     scale = float(np.median(dataset.crop_to_source[:, 0, 0]))  # source pixels per crop pixel
-    focal = options.focal_init * max(src["width"], src["height"]) / scale
-    session = tracker.realtime(dataset.size, focal)
+    focal = TrackerOptions.focal_init * max(src["width"], src["height"]) / scale
+    session = renderer.realtime_tracker(dataset.size, focal)
     landmarks = torch.from_numpy(np.nan_to_num(dataset.landmarks)).float()
     valid = dataset.valid
-    frames: list[HeadParams] = []
+    frames: list[HeadParams | None] = []
     last = None
-    clock = iter(range(1 << 62))  # the session wants increasing timestamps: the call count will do
-    first = int(np.argmax(valid))
-    for _ in range(WARMUP):  # the first frame starts cold: let it settle before it counts
-        session.track_frame(landmarks[first], next(clock))
     for i in range(dataset.num_frames):
         if valid[i]:
-            last = session.track_frame(landmarks[i], next(clock))
-            last = HeadParams(**{k: v.clone() for k, v in vars(last).items()})
+            last = session.track_frame(landmarks[i], i)  # the frame index: an increasing timestamp
         frames.append(last)
         progress("track driver", i + 1, dataset.num_frames)
-    start = frames[first]  # frames before the first face hold the first face's pose
-    params = HeadParams.cat([f if f is not None else start for f in frames]).to(renderer.device)
+    first = frames[int(np.argmax(valid))]  # frames before the first face hold the first face's pose
+    params = HeadParams.cat([f if f is not None else first for f in frames]).to(renderer.device)
     seconds["track"] = time.perf_counter() - started
     crops = dataset.resized(renderer.size, ("image",))["image"]
     return DriverMotion(params=params, valid=valid, crops=crops, fps=dataset.fps), seconds
@@ -131,7 +115,7 @@ def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_s
     with tempfile.TemporaryDirectory(prefix="neuavatar-reenact-") as tmp:
         motion, seconds = track_driver(renderer, Path(video), Path(tmp), progress)
         render_started = time.perf_counter()
-        params = transfer_motion(motion.params, rest_of(motion.params), renderer.rest)
+        params = transfer_motion(motion.params, motion.params.median(), renderer.rest)
         total = params.batch_size
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.parent / f".{out.stem}.partial{out.suffix or '.mp4'}"

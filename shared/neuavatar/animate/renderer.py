@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,10 +21,18 @@ from neuavatar.config import resolve_device
 from neuavatar.errors import CheckpointError
 from neuavatar.head.model import HeadParams
 
-__all__ = ["AvatarRenderer", "PARAM_SIZES"]
+__all__ = ["AvatarRenderer", "PARAM_SIZES", "encode_jpeg"]
 
 # Parameters a caller may set per frame, with their trailing shapes (E: expression coefficients).
 PARAM_SIZES = {"expression": ("E",), "jaw": (3,), "neck": (3,), "eyes": (2, 3), "rotation": (3,), "translation": (3,)}
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """A JPEG file's bytes for an (H, W, 3) uint8 RGB frame."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the frame as JPEG")
+    return buf.tobytes()
 
 
 class AvatarRenderer:
@@ -77,6 +86,14 @@ class AvatarRenderer:
         rest = {f.name: getattr(self.rest, f.name).expand(batch, *getattr(self.rest, f.name).shape[1:])
                 for f in fields(HeadParams)}
         return HeadParams(**{**rest, **out})
+
+    def realtime_tracker(self, image_size: int, focal_px: float):
+        """A real-time tracking session (``RealtimeTracker``) in this avatar's head model, on its
+        device, for a driver's ``image_size``² frames seen with focal length ``focal_px``."""
+        from neuavatar.track import Tracker, TrackerOptions
+
+        tracker = Tracker(self.avatar.head, TrackerOptions(device=self.device.type), self.device)
+        return tracker.realtime(image_size, focal_px)
 
     # --- rendering ---------------------------------------------------------------------------------
 

@@ -20,12 +20,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
+import torch
 
 from neuavatar.animate.controls import Controls
 from neuavatar.animate.reenact import transfer_motion
-from neuavatar.animate.renderer import AvatarRenderer
+from neuavatar.animate.renderer import AvatarRenderer, encode_jpeg
 from neuavatar.head.model import HeadParams
 
 __all__ = ["StreamSession", "StreamFrame", "StreamError", "FrameDriver", "ENCODINGS"]
@@ -70,14 +70,8 @@ class FrameDriver:
 
     def __init__(self, renderer: AvatarRenderer, calibration_frames: int = 15):
         from neuavatar.preprocess.models import FaceLandmarker
-        from neuavatar.track import Tracker, TrackerOptions
 
-        head = renderer.info["head"]
-        options = TrackerOptions(device=renderer.device.type, head_model=head.get("head_model", "openhead"),
-                                 flame_landmarks=head.get("flame_landmarks", ""), num_shape=int(head["num_shape"]),
-                                 num_expression=int(head["num_expression"]))
         self.renderer = renderer
-        self.tracker = Tracker.create_from_options(options)
         self.landmarker = FaceLandmarker()
         self.calibration_frames = calibration_frames
         self._session = None
@@ -101,18 +95,13 @@ class FrameDriver:
         if not faces:
             raise ValueError("no face in this driving frame")
         if self._session is None or side != self._side:
-            self._session = self.tracker.realtime(side, float(side))
+            self._session = self.renderer.realtime_tracker(side, float(side))
             self._side = side
-        import torch
-
-        for _ in range(20 if self._clock == 0 else 1):  # the first frame starts cold: let it settle
-            self._clock += 1
-            tracked = self._session.track_frame(torch.from_numpy(faces[0]), self._clock)
-        tracked = HeadParams(**{k: v.clone() for k, v in vars(tracked).items()}).to(self.renderer.device)
+        self._clock += 1
+        tracked = self._session.track_frame(torch.from_numpy(faces[0]), self._clock).to(self.renderer.device)
         if self._rest is None:
             self._seen.append(tracked)
-            seen = HeadParams.cat(self._seen)
-            rest = HeadParams(**{k: v.median(0, keepdim=True).values for k, v in vars(seen).items()})
+            rest = HeadParams.cat(self._seen).median()
             if len(self._seen) >= self.calibration_frames:
                 self._rest, self._seen = rest, []
         else:
@@ -229,8 +218,7 @@ class StreamSession:
             image = r.render_uint8(self._driver.params(request.payload))[0]
         rendered = time.perf_counter()
         if self.encoding == "jpeg":
-            ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            data = buf.tobytes()
+            data = encode_jpeg(image, self.quality)
         else:
             data = image.tobytes()
         done = time.perf_counter()

@@ -35,10 +35,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
 import numpy as np
 
 from neuavatar.animate.controls import RANGES, Controls
+from neuavatar.animate.renderer import encode_jpeg
 
 __all__ = ["StudioServer", "serve_studio", "slider_specs", "parse_controls", "NOTES_HEADER"]
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 NOTES_HEADER = "X-Neuavatar-Notes"
 RENDER_MS_HEADER = "X-Neuavatar-Render-Ms"
-JPEG_QUALITY = 90
 SCALARS = tuple(f.name for f in fields(Controls) if f.name != "expression")
 # Slider steps: a tenth of an expression unit's spread, one degree, a hundredth of zoom.
 STEPS = {"expression": 0.05, "zoom": 0.01}
@@ -122,13 +121,6 @@ def parse_controls(query: str, num_expression: int) -> Controls:
         else:
             values[name] = _number(name, text)
     return Controls(**values)
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the frame as JPEG")
-    return buf.tobytes()
 
 
 class StudioServer:

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neuavatar.avatar.data import AvatarData
+from neuavatar.avatar.data import AvatarData, Batch
 from neuavatar.avatar.model import Avatar
 from neuavatar.metrics.image import l1, ms_ssim, psnr, ssim
 from neuavatar.progress import Progress, no_progress
 from neuavatar.video import VideoWriter
 
-__all__ = ["evaluate_avatar", "side_by_side", "loss_plot", "reenactment_clip", "mean_image"]
+__all__ = ["evaluate_avatar", "side_by_side", "loss_plot", "reenactment_clip", "mean_image", "evenly_spaced",
+           "render_frames", "outline_band"]
 
 
 @torch.no_grad()
@@ -26,6 +27,20 @@ def mean_image(data: AvatarData, chunk: int = 32) -> Tensor:
     for ids in data.train_ids.split(chunk):
         total += data.batch(ids).target.sum(0)
     return total / len(data.train_ids)
+
+
+def evenly_spaced(ids: Tensor, count: int) -> Tensor:
+    """At most ``count`` of ``ids``, spread evenly from the first to the last."""
+    if count <= 0 or len(ids) <= count:
+        return ids
+    return ids[torch.linspace(0, len(ids) - 1, count).round().long()]
+
+
+def render_frames(avatar: Avatar, data: AvatarData, ids: Tensor, backend: str = "auto") -> tuple[Batch, Tensor]:
+    """Frames ``ids``'s batch and the avatar's render of them, driven by their tracking, (B, S, S, 3) in [0, 1]."""
+    batch = data.batch(ids)
+    pred = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend).colour
+    return batch, pred.clamp(0, 1)
 
 
 def outline_band(mask: Tensor, width: int) -> Tensor:
@@ -55,17 +70,14 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
     split = "val"
     if len(ids) == 0:  # a dataset without a validation split: say so, report on training frames
         ids, split = data.train_ids, "train"
-    if frames and len(ids) > frames:
-        ids = ids[torch.linspace(0, len(ids) - 1, frames).round().long()]
+    ids = evenly_spaced(ids, frames)
     baseline = mean_image(data)
     per_frame: dict[str, list[Tensor]] = {k: [] for k in ("psnr", "ssim", "ms_ssim", "l1", "outline_error_share",
                                                           "baseline_psnr", "baseline_ssim")}
     if lpips is not None:
         per_frame["lpips"] = []
     for k, chunk_ids in enumerate(ids.split(chunk)):
-        batch = data.batch(chunk_ids)
-        out = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend)
-        pred = out.colour.clamp(0, 1)
+        batch, pred = render_frames(avatar, data, chunk_ids, backend)
         per_frame["psnr"].append(psnr(pred, batch.target))
         per_frame["ssim"].append(ssim(pred, batch.target))
         per_frame["ms_ssim"].append(ms_ssim(pred, batch.target))
@@ -84,12 +96,8 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
     metrics = {k: float(np.mean(v)) for k, v in arrays.items()}
     metrics.update(eval_split=split, eval_frames=int(len(ids)))
     if train_frames and split == "val":
-        seen = data.train_ids[torch.linspace(0, len(data.train_ids) - 1, min(train_frames, len(data.train_ids))).round().long()]
-        fit = []
-        for chunk_ids in seen.split(chunk):
-            batch = data.batch(chunk_ids)
-            out = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend)
-            fit.append(psnr(out.colour.clamp(0, 1), batch.target))
+        fit = [psnr(pred, batch.target) for batch, pred in
+               (render_frames(avatar, data, c, backend) for c in evenly_spaced(data.train_ids, train_frames).split(chunk))]
         metrics["train_psnr"] = float(torch.cat(fit).mean())
     arrays["frame"] = ids.cpu().numpy()
     return metrics, arrays
@@ -98,8 +106,7 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
 @torch.no_grad()
 def side_by_side(avatar: Avatar, data: AvatarData, ids: Tensor, path: Path, backend: str = "auto") -> Path:
     """A PNG with one row per frame: ground truth | render | absolute error (x4, heat map)."""
-    batch = data.batch(ids)
-    pred = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend).colour.clamp(0, 1)
+    batch, pred = render_frames(avatar, data, ids, backend)
     rows = []
     for gt, im in zip(batch.target.cpu().numpy(), pred.cpu().numpy()):
         err = np.clip(np.abs(gt - im).mean(-1) * 4, 0, 1)
@@ -144,9 +151,8 @@ def reenactment_clip(avatar: Avatar, data: AvatarData, ids: Tensor, path: Path, 
     """An H.264 clip of frames ``ids``: the target beside the avatar driven by its tracking."""
     with VideoWriter(path, fps, crf=20) as writer:
         for chunk_ids in ids.split(chunk):
-            batch = data.batch(chunk_ids)
-            pred = avatar(batch.params, batch.intrinsics, data.size, data.background, backend=backend).colour
-            both = torch.cat([batch.target, pred.clamp(0, 1)], 2)
+            batch, pred = render_frames(avatar, data, chunk_ids, backend)
+            both = torch.cat([batch.target, pred], 2)
             for frame in (both * 255).round().byte().cpu().numpy():
                 writer.write(frame)
     return path

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadModel, HeadParams
 
-__all__ = ["MeshOffsets", "condition_code", "condition_code_size", "expression_code", "pose_code", "expression_region",
-           "head_turn", "posed_with_offsets", "face_normals",
+__all__ = ["MeshOffsets", "condition_code_size", "expression_code", "expression_code_size", "pose_code",
+           "POSE_CODE_SIZE", "expression_region", "head_turn", "posed_with_offsets", "face_normals",
            "triangle_frames", "laplacian", "uniform_laplacian_loss", "adjacent_faces", "normal_consistency_loss"]
 
 
@@ -34,26 +34,31 @@ def head_turn(params: HeadParams) -> Tensor:
 EXPRESSION_REGIONS = ("face", "lips", "eyes", "mouth_interior", "brows")
 
 
+POSE_CODE_SIZE = 6
+
+
 def expression_code(params: HeadParams) -> Tensor:
     """(B, E + 9) expression, jaw and eyes: what the face's shape and shading follow."""
     return torch.cat([params.expression, params.jaw, params.eyes.flatten(1)], -1)
 
 
-def pose_code(params: HeadParams) -> Tensor:
+def expression_code_size(model: HeadModel) -> int:
+    """Length of :func:`expression_code` for ``model``."""
+    return model.num_expression + 9
+
+
+def pose_code(params: HeadParams, turn: Tensor | None = None) -> Tensor:
     """(B, 6) the neck's rotation and which way is up in the head's frame (Rᵀ e_y - e_y, zero for an
-    upright head): what hanging hair and the neck's skin follow."""
-    up = head_turn(params).transpose(1, 2)[..., 1] - params.rotation.new_tensor([0.0, 1.0, 0.0])
+    upright head): what hanging hair and the neck's skin follow. ``turn``: :func:`head_turn`, if known."""
+    turn = head_turn(params) if turn is None else turn
+    up = turn.transpose(1, 2)[..., 1] - params.rotation.new_tensor([0.0, 1.0, 0.0])
     return torch.cat([params.neck, up], -1)
 
 
 def condition_code_size(model: HeadModel) -> int:
-    """Length of :func:`condition_code` for ``model``."""
-    return model.num_expression + 15
-
-
-def condition_code(params: HeadParams) -> Tensor:
-    """(B, E + 15) the expression and pose codes together (what colour corrections follow)."""
-    return torch.cat([expression_code(params), pose_code(params)], -1)
+    """Length of the condition code (expression and pose codes together; what colour corrections
+    follow) that :func:`posed_with_offsets` returns."""
+    return expression_code_size(model) + POSE_CODE_SIZE
 
 
 def expression_region(model: HeadModel, rings: int = 4) -> Tensor:
@@ -97,11 +102,14 @@ class MeshOffsets(nn.Module):
         return out
 
 
-def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets) -> tuple[Tensor, Tensor]:
-    """(B, V, 3) posed vertices with the offsets applied, and the (B, V, 3) offsets themselves."""
+def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, V, 3) posed vertices with the offsets applied, the (B, V, 3) offsets themselves, and the
+    (B, E + 15) condition code they were made from."""
     head = model(params)
-    delta = offsets(expression_code(params), pose_code(params))
-    return head.vertices + delta @ head_turn(params).transpose(1, 2), delta
+    turn = head_turn(params)
+    expression, pose = expression_code(params), pose_code(params, turn)
+    delta = offsets(expression, pose)
+    return head.vertices + delta @ turn.transpose(1, 2), delta, torch.cat([expression, pose], -1)
 
 
 def face_normals(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:

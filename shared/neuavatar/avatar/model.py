@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
 from neuavatar.avatar.mesh import (
+    POSE_CODE_SIZE,
     MeshOffsets,
-    condition_code,
     condition_code_size,
+    expression_code_size,
     expression_region,
     posed_with_offsets,
 )
@@ -54,7 +55,7 @@ class Avatar(nn.Module):
         super().__init__()
         self.head = head.requires_grad_(False)
         self.register_buffer("shape", shape.reshape(-1).float())
-        self.offsets = MeshOffsets(expression_region(head), head.num_expression + 9, 6, offset_rank)
+        self.offsets = MeshOffsets(expression_region(head), expression_code_size(head), POSE_CODE_SIZE, offset_rank)
         self.gaussians = gaussians
 
     @classmethod
@@ -105,19 +106,20 @@ class Avatar(nn.Module):
 
     def mesh(self, params: HeadParams) -> tuple[Tensor, Tensor]:
         """(B, V, 3) the refined mesh in model space, and its (B, V, 3) offsets."""
-        return posed_with_offsets(self.head, self.with_identity(params), self.offsets)
+        vertices, offsets, _ = posed_with_offsets(self.head, self.with_identity(params), self.offsets)
+        return vertices, offsets
 
     def forward(self, params: HeadParams, intrinsics: Tensor, size: int, background: Tensor | None = None,
                 backend: str = "auto", view: Tensor | None = None) -> AvatarImages:
         """Render frames with head parameters ``params`` (B) through cameras ``intrinsics`` (B, 4)
         (fx, fy, cx, cy in pixels of a ``size`` x ``size`` image), over ``background`` (3,);
         ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
-        vertices, offsets = self.mesh(params)
+        vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets)
         if view is not None:
             centre = vertices.mean(1, keepdim=True)
             vertices = (vertices - centre) @ view.transpose(1, 2) + centre
         cam = model_to_camera(vertices)
-        placed = self.gaussians.place(cam, self.head.faces, condition_code(params))
+        placed = self.gaussians.place(cam, self.head.faces, code)
         colour, alpha = rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities,
                                             placed.colours, intrinsics, size, size, background=background,
                                             backend=backend)

@@ -28,7 +28,7 @@ from neuavatar import __version__
 from neuavatar.avatar.checkpoint import load_checkpoint, save_checkpoint
 from neuavatar.avatar.config import AvatarConfig
 from neuavatar.avatar.data import AvatarData
-from neuavatar.avatar.evaluate import evaluate_avatar, loss_plot, reenactment_clip, side_by_side
+from neuavatar.avatar.evaluate import evaluate_avatar, evenly_spaced, loss_plot, reenactment_clip, side_by_side
 from neuavatar.avatar.model import Avatar
 from neuavatar.avatar.trainer import AvatarTrainer
 from neuavatar.config import from_dict, resolve_device, to_dict
@@ -162,8 +162,7 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     if device.type == "cuda":
         metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     ids = data.val_ids if len(data.val_ids) else data.train_ids
-    pick = ids[torch.linspace(0, len(ids) - 1, min(4, len(ids))).round().long()]
-    side_by_side(avatar, data, pick, work / "side_by_side.png", backend=config.render_backend)
+    side_by_side(avatar, data, evenly_spaced(ids, 4), work / "side_by_side.png", backend=config.render_backend)
     loss_plot(state.history, work / "losses.png")
     if config.reenact_frames:
         reenactment_clip(avatar, data, ids[: config.reenact_frames], work / "reenact_val.mp4", dataset.fps,
@@ -187,9 +186,8 @@ def rest_pose(data: AvatarData) -> dict[str, list]:
     training frames (expression, jaw, neck, eyes, rotation, translation) and of the intrinsics (at
     the training size)."""
     ids = data.train_ids.to(data.device)
-    params = data.params[ids]
-    rest = {k: getattr(params, k).median(0).values.cpu().tolist()
-            for k in ("expression", "jaw", "neck", "eyes", "rotation", "translation")}
+    params = data.params[ids].median()
+    rest = {k: getattr(params, k)[0].cpu().tolist() for k in ("expression", "jaw", "neck", "eyes", "rotation", "translation")}
     rest["intrinsics"] = data.intrinsics[ids].median(0).values.cpu().tolist()
     return rest
 

@@ -47,6 +47,14 @@ class HeadParams:
     def detach(self) -> HeadParams:
         return HeadParams(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
 
+    def clone(self) -> HeadParams:
+        """A copy that later changes to these tensors do not reach."""
+        return HeadParams(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
+
+    def median(self) -> HeadParams:
+        """(1) the per-parameter median over the batch: a person's rest pose over a clip."""
+        return HeadParams(**{f.name: getattr(self, f.name).median(0, keepdim=True).values for f in fields(self)})
+
     def __getitem__(self, index) -> HeadParams:
         """The parameters of the frames ``index`` selects (a slice or index tensor), batch kept."""
         return HeadParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})

@@ -84,6 +84,10 @@ class TrackerOptions:
     realtime_steps: int = 12
     """Optimisation steps per frame in real-time mode (warm-started from the previous frame)."""
 
+    realtime_warmup: int = 20
+    """Rounds of ``realtime_steps`` on a real-time session's first frame, which starts cold from a
+    closed-form pose (every later frame starts from the previous one's answer)."""
+
     seed: int = 0
     """Seed of the frame sampling in the photometric stages."""
 

@@ -430,15 +430,17 @@ class RealtimeTracker:
                                         self.intrinsics)
                 self.params.rotation.copy_(rot)
                 self.params.translation.copy_(trans)
-        if self._use_graph:
-            if self._graph is None:
-                self._capture()
-            self._graph.replay()
-        else:
-            self._steps()
+        rounds = 1 if self._started else self.tracker.options.realtime_warmup
+        if self._use_graph and self._graph is None:
+            self._capture()
+        for _ in range(max(1, rounds)):
+            if self._use_graph:
+                self._graph.replay()
+            else:
+                self._steps()
         with torch.no_grad():
             for n in self._free:
                 self._previous[n].copy_(getattr(self.params, n))
             self._pull.fill_(1.0)
         self._started = True
-        return self.params.detach()
+        return self.params.detach().clone()  # the session goes on updating its own tensors in place
