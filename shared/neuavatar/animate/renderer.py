@@ -7,6 +7,7 @@ checked (sizes, finite values), because it sits behind the CLI, the studio and t
 
 from __future__ import annotations
 
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 from torch import Tensor
 
 from neuavatar.animate.controls import Controls
+from neuavatar.animate.graphs import GraphedPlacement
+from neuavatar.avatar.model import splat
 from neuavatar.avatar.pipeline import load_avatar
 from neuavatar.config import resolve_device
 from neuavatar.errors import CheckpointError
@@ -43,9 +46,16 @@ class AvatarRenderer:
         device: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``.
         backend: the Gaussian rasterizer (``auto``: gsplat on CUDA, pure torch elsewhere).
         head_model: the FLAME file, for a FLAME avatar whose file has moved.
+        cuda_graphs: on CUDA, replay the work before the rasterizer from CUDA graphs (see
+            :mod:`neuavatar.animate.graphs`); off, every kernel is launched one by one.
+        compile: with ``cuda_graphs``, also fuse the work with ``torch.compile`` (slow first render
+            of each batch size).
+
+    Renders from several threads take turns; :meth:`batcher` joins them into batches instead.
     """
 
-    def __init__(self, path: Path, device: str = "auto", backend: str = "auto", head_model: str | None = None):
+    def __init__(self, path: Path, device: str = "auto", backend: str = "auto", head_model: str | None = None,
+                 cuda_graphs: bool = True, compile: bool = False):
         self.device = resolve_device(device)
         self.avatar, info = load_avatar(Path(path), self.device, head_model)
         self.backend = backend
@@ -60,6 +70,9 @@ class AvatarRenderer:
         self.intrinsics = t(rest["intrinsics"])  # (1, 4) at self.size
         self.num_expression = self.rest.expression.shape[-1]
         self.info = info
+        self._graphs = GraphedPlacement(self.avatar, self.rest, compile) if cuda_graphs and self.device.type == "cuda" else None
+        self._lock = threading.RLock()  # graph buffers are reused by the next render: one render at a time
+        self._batcher = None
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -103,8 +116,10 @@ class AvatarRenderer:
         camera unless ``intrinsics`` (B, 4) are given; ``view`` (B, 3, 3) orbits the camera."""
         b = params.batch_size
         k = self.intrinsics.expand(b, 4) if intrinsics is None else intrinsics
-        out = self.avatar(params, k, self.size, self.background, backend=self.backend, view=view)
-        return out.colour.clamp_(0, 1)
+        with self._lock:
+            placed = self._graphs(params, view) if self._graphs is not None else self.avatar.place(params, view)[0]
+            colour, _ = splat(placed, k, self.size, self.background, self.backend)
+        return colour.clamp_(0, 1)
 
     def render_uint8(self, params: HeadParams, intrinsics: Tensor | None = None, view: Tensor | None = None
                      ) -> np.ndarray:
@@ -112,6 +127,16 @@ class AvatarRenderer:
         with torch.inference_mode():
             frames = self.render(params, intrinsics, view).mul_(255).round_().to(torch.uint8)
         return frames.cpu().numpy()
+
+    def batcher(self):
+        """The :class:`~neuavatar.animate.batching.RenderBatcher` that live sessions share: requests
+        from many threads rendered together, one batch per turn of the GPU."""
+        from neuavatar.animate.batching import RenderBatcher
+
+        with self._lock:
+            if self._batcher is None:
+                self._batcher = RenderBatcher(self)
+            return self._batcher
 
     def render_controls(self, controls: Controls) -> tuple[np.ndarray, list[str]]:
         """(S, S, 3) uint8 RGB of one pose given by ``controls``, and notes on values that were clamped."""

@@ -1,6 +1,7 @@
 """Live reenactment: a stream of head parameters or driving frames in, a stream of encoded frames out.
 
-A session renders on one worker thread. Requests land in a one-slot mailbox: when a new request
+A session works on one worker thread; the frames of all sessions of one renderer are rendered
+together in batches (:mod:`neuavatar.animate.batching`). Requests land in a one-slot mailbox: when a new request
 arrives before the last one was rendered, the stale one is dropped (and counted), so a slow
 renderer never builds a backlog; finished frames wait in a short queue, and when the client reads
 slower than the renderer the oldest waiting frame is dropped. A bad request becomes an error event
@@ -208,14 +209,16 @@ class StreamSession:
     def _render(self, request: _Request, dropped: int) -> StreamFrame:
         started = time.perf_counter()
         r, notes = self.renderer, []
+        batcher = r.batcher()  # sessions of one renderer render together
         if request.kind == "params":
-            image = r.render_uint8(r.params(**request.payload))[0]
+            image = batcher.render(r.params(**request.payload))
         elif request.kind == "controls":
-            image, notes = r.render_controls(request.payload)
+            inside, notes = request.payload.clamped()
+            image = batcher.render(*inside.to_params(r.rest, r.intrinsics))
         else:
             if self._driver is None:
                 self._driver = FrameDriver(r)
-            image = r.render_uint8(self._driver.params(request.payload))[0]
+            image = batcher.render(self._driver.params(request.payload))
         rendered = time.perf_counter()
         if self.encoding == "jpeg":
             data = encode_jpeg(image, self.quality)

@@ -71,6 +71,11 @@ class BoundGaussians(nn.Module):
         super().__init__()
         n = len(parent)
         self.register_buffer("parent", parent.long())
+        # k Gaussians on every triangle, in triangle order (as on_surface makes them): place() then
+        # broadcasts each triangle's frame over its k Gaussians instead of gathering it N times
+        f = int(parent.max()) + 1 if n else 0
+        uniform = n > 0 and n % f == 0 and torch.equal(parent.cpu(), torch.arange(f).repeat_interleave(n // f))
+        self.per_triangle = n // f if uniform else None
         self.position = nn.Parameter(torch.zeros(n, 3))  # p_i, in triangle sizes
         self.rotation = nn.Parameter(torch.tensor([1.0, 0, 0, 0]).repeat(n, 1))  # q_i, wxyz
         self.log_scale = nn.Parameter(torch.zeros(n, 3))  # σ_i
@@ -119,11 +124,20 @@ class BoundGaussians(nn.Module):
         """The Gaussians on the mesh (B, V, 3) (any space: the result is in the same one), for
         condition codes (B, C)."""
         centroid, rot, size = triangle_frames(vertices, faces)  # (B, F, 3), (B, F, 3, 3), (B, F)
-        p = self.parent
-        k = size[:, p, None]  # (B, N, 1)
-        means = centroid[:, p] + k * (rot[:, p] @ self.position[None, :, :, None])[..., 0]
-        quats = quaternion_multiply(matrix_to_quaternion(rot)[:, p], nn.functional.normalize(self.rotation, dim=-1))
-        scales = k * self.log_scale.exp()
+        b, n, k = len(vertices), len(self), self.per_triangle
+        q = nn.functional.normalize(self.rotation, dim=-1)
+        if k is not None:  # (B, F, k, ...): each triangle's frame broadcast over its k Gaussians
+            f = centroid.shape[1]
+            position = self.position.view(1, f, k, 1, 3)
+            means = centroid[:, :, None] + size[:, :, None, None] * (rot[:, :, None] * position).sum(-1)
+            quats = quaternion_multiply(matrix_to_quaternion(rot)[:, :, None], q.view(f, k, 4))
+            scales = size[:, :, None, None] * self.log_scale.exp().view(f, k, 3)
+            means, quats, scales = means.reshape(b, n, 3), quats.reshape(b, n, 4), scales.reshape(b, n, 3)
+        else:
+            p = self.parent
+            means = centroid[:, p] + size[:, p, None] * (rot[:, p] @ self.position[None, :, :, None])[..., 0]
+            quats = quaternion_multiply(matrix_to_quaternion(rot)[:, p], q)
+            scales = size[:, p, None] * self.log_scale.exp()
         logits = self.colour_logit.expand(len(vertices), -1, -1)
         if self.colour_rank:
             logits = logits + torch.einsum("br,nrc->bnc", code @ self.code_to_colour, self.colour_basis)

@@ -51,8 +51,9 @@ def pose_code(params: HeadParams, turn: Tensor | None = None) -> Tensor:
     """(B, 6) the neck's rotation and which way is up in the head's frame (Rᵀ e_y - e_y, zero for an
     upright head): what hanging hair and the neck's skin follow. ``turn``: :func:`head_turn`, if known."""
     turn = head_turn(params) if turn is None else turn
-    up = turn.transpose(1, 2)[..., 1] - params.rotation.new_tensor([0.0, 1.0, 0.0])
-    return torch.cat([params.neck, up], -1)
+    up = turn[:, 1, :]  # Rᵀ e_y: the second row of R
+    # minus e_y, written without a constant tensor (a host-to-device copy breaks CUDA-graph capture)
+    return torch.cat([params.neck, up[:, :1], up[:, 1:2] - 1, up[:, 2:]], -1)
 
 
 def condition_code_size(model: HeadModel) -> int:
@@ -102,10 +103,11 @@ class MeshOffsets(nn.Module):
         return out
 
 
-def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets) -> tuple[Tensor, Tensor, Tensor]:
+def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets, identity: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor, Tensor]:
     """(B, V, 3) posed vertices with the offsets applied, the (B, V, 3) offsets themselves, and the
-    (B, E + 15) condition code they were made from."""
-    head = model(params)
+    (B, E + 15) condition code they were made from. ``identity``: see :meth:`HeadModel.forward`."""
+    head = model(params, identity=identity)
     turn = head_turn(params)
     expression, pose = expression_code(params), pose_code(params, turn)
     delta = offsets(expression, pose)

@@ -26,7 +26,7 @@ from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.render import antialias, clip_space, model_to_camera, rasterize
 from neuavatar.render.gaussians import rasterize_gaussians
 
-__all__ = ["Avatar", "AvatarImages", "mesh_coverage"]
+__all__ = ["Avatar", "AvatarImages", "mesh_coverage", "splat"]
 
 
 @dataclass
@@ -55,6 +55,8 @@ class Avatar(nn.Module):
         super().__init__()
         self.head = head.requires_grad_(False)
         self.register_buffer("shape", shape.reshape(-1).float())
+        # the template with this person's identity applied, computed once (the identity never changes)
+        self.register_buffer("identity", head.identity_template(self.shape.to(head.template.device)), persistent=False)
         self.offsets = MeshOffsets(expression_region(head), expression_code_size(head), POSE_CODE_SIZE, offset_rank)
         self.gaussians = gaussians
 
@@ -97,7 +99,9 @@ class Avatar(nn.Module):
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         full = {**{f"head.{k}": v for k, v in self.head.state_dict().items()}, **state}
-        return super().load_state_dict(full, strict=strict, assign=assign)
+        result = super().load_state_dict(full, strict=strict, assign=assign)
+        self.identity = self.head.identity_template(self.shape.to(self.head.template.device))
+        return result
 
     def with_identity(self, params: HeadParams) -> HeadParams:
         """``params`` with the avatar's own identity (a driver's identity never leaks in)."""
@@ -106,24 +110,34 @@ class Avatar(nn.Module):
 
     def mesh(self, params: HeadParams) -> tuple[Tensor, Tensor]:
         """(B, V, 3) the refined mesh in model space, and its (B, V, 3) offsets."""
-        vertices, offsets, _ = posed_with_offsets(self.head, self.with_identity(params), self.offsets)
+        vertices, offsets, _ = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity)
         return vertices, offsets
+
+    def place(self, params: HeadParams, view: Tensor | None = None) -> tuple[WorldGaussians, Tensor, Tensor]:
+        """The Gaussians (camera space) for head parameters ``params`` (B), the refined mesh (B, V, 3)
+        in model space and its offsets (B, V, 3): everything before the rasterizer.
+        ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
+        vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity)
+        if view is not None:
+            centre = vertices.mean(1, keepdim=True)
+            vertices = (vertices - centre) @ view.transpose(1, 2) + centre
+        return self.gaussians.place(model_to_camera(vertices), self.head.faces, code), vertices, offsets
 
     def forward(self, params: HeadParams, intrinsics: Tensor, size: int, background: Tensor | None = None,
                 backend: str = "auto", view: Tensor | None = None) -> AvatarImages:
         """Render frames with head parameters ``params`` (B) through cameras ``intrinsics`` (B, 4)
         (fx, fy, cx, cy in pixels of a ``size`` x ``size`` image), over ``background`` (3,);
-        ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
-        vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets)
-        if view is not None:
-            centre = vertices.mean(1, keepdim=True)
-            vertices = (vertices - centre) @ view.transpose(1, 2) + centre
-        cam = model_to_camera(vertices)
-        placed = self.gaussians.place(cam, self.head.faces, code)
-        colour, alpha = rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities,
-                                            placed.colours, intrinsics, size, size, background=background,
-                                            backend=backend)
+        ``view`` as in :meth:`place`."""
+        placed, vertices, offsets = self.place(params, view)
+        colour, alpha = splat(placed, intrinsics, size, background, backend)
         return AvatarImages(colour=colour, alpha=alpha, vertices=vertices, offsets=offsets, gaussians=placed)
+
+
+def splat(placed: WorldGaussians, intrinsics: Tensor, size: int, background: Tensor | None = None,
+          backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """(B, S, S, 3) colour and (B, S, S, 1) alpha of Gaussians placed in camera space."""
+    return rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities, placed.colours,
+                               intrinsics, size, size, background=background, backend=backend)
 
 
 def mesh_coverage(vertices: Tensor, faces: Tensor, intrinsics: Tensor, size: int, backend: str = "auto") -> Tensor:

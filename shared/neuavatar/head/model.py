@@ -184,37 +184,46 @@ class HeadModel(nn.Module):
             if got != shape:
                 raise ValueError(f"{self.name} head: {name} must have shape {shape}, got {got}")
 
-    def forward(self, params: HeadParams, vertex_ids: Tensor | None = None) -> HeadOutput:
+    def forward(self, params: HeadParams, vertex_ids: Tensor | None = None, identity: Tensor | None = None
+                ) -> HeadOutput:
         """Pose the head: (B, V, 3) vertices and (B, J, 3) joints, in model space.
 
         Args:
             vertex_ids: (K,) long; when given, only these vertices are computed (in this order),
                 much cheaper when only a few are needed (landmarks). Not with pose correctives.
+            identity: (V, 3) the template with one person's identity applied
+                (:meth:`identity_template`); ``params.shape`` is then not read. Saves the identity
+                blend on every call when one person is posed again and again (rendering).
         """
         self.check(params)
-        joints = self._joints(params)
+        joints = self._joints(params, identity)
         if vertex_ids is not None:
             if self.pose_correctives is not None:
                 raise ValueError("vertex_ids cannot be used with a model that has pose correctives")
-            v_shaped = self._shaped(params, vertex_ids)
+            v_shaped = self._shaped(params, vertex_ids, identity)
             weights = self.lbs_weights[vertex_ids]
         else:
-            v_shaped = self._shaped(params)
+            v_shaped = self._shaped(params, identity=identity)
             weights = self.lbs_weights
         pose = torch.cat([params.rotation[:, None], params.neck[:, None], params.jaw[:, None], params.eyes], 1)
         vertices, posed_joints = skin(v_shaped, joints, pose, PARENTS, weights, self.pose_correctives)
         t = params.translation[:, None]
         return HeadOutput(vertices=vertices + t, joints=posed_joints + t)
 
-    def _shaped(self, params: HeadParams, ids: Tensor | slice = slice(None)) -> Tensor:
-        """(B, K, 3) rest-pose vertices ``ids`` with identity and expression applied."""
-        return (self.template[ids] + blend_shapes(params.shape, self.shape_basis[ids])
-                + blend_shapes(params.expression, self.expression_basis[ids]))
+    def identity_template(self, shape: Tensor) -> Tensor:
+        """(V, 3) the rest-pose template of the person with identity coefficients ``shape`` (S,)."""
+        return self.template + blend_shapes(shape.reshape(1, -1), self.shape_basis)[0]
 
-    def _joints(self, params: HeadParams) -> Tensor:
+    def _shaped(self, params: HeadParams, ids: Tensor | slice = slice(None), identity: Tensor | None = None) -> Tensor:
+        """(B, K, 3) rest-pose vertices ``ids`` with identity and expression applied."""
+        base = (self.template[ids] + blend_shapes(params.shape, self.shape_basis[ids]) if identity is None
+                else identity[ids])
+        return base + blend_shapes(params.expression, self.expression_basis[ids])
+
+    def _joints(self, params: HeadParams, identity: Tensor | None = None) -> Tensor:
         """(B, J, 3) rest-pose joints, regressed from the vertices the regressor uses."""
         support = self._regressor_support
-        return torch.einsum("jv,bvc->bjc", self.joint_regressor[:, support], self._shaped(params, support))
+        return torch.einsum("jv,bvc->bjc", self.joint_regressor[:, support], self._shaped(params, support, identity))
 
     def landmark_vertices(self) -> Tensor:
         """(K,) the vertices that carry the landmarks (the corners of their triangles)."""
