@@ -280,3 +280,19 @@ def test_raw_stream_without_timestamps_is_decoded_in_order(tmp_path):
     ds = Dataset(result.dataset_dir)
     assert ds.num_frames == 30 and ds.valid.all()
     assert any("decoded in order" in n for n in result.summary["notes"])
+
+
+def test_landmarks_only_for_driving_videos(tmp_path, canvas_clip, canvas_dataset):
+    """``annotate="landmarks"`` (what reenactment uses for a driver) writes crops and the same
+    landmarks as the full pass, no masks; training and tracking refuse such a dataset by name."""
+    from neuavatar.errors import DatasetError
+    from neuavatar.track.pipeline import track_dataset
+
+    ds = Dataset(preprocess_video(canvas_clip, tmp_path / "driver", _cfg(annotate="landmarks")).dataset_dir)
+    assert ds.num_frames == canvas_dataset.num_frames and ds.valid.all()
+    assert np.abs(ds.landmarks - canvas_dataset.landmarks).max() < 1e-3  # the same landmarks, to rounding
+    assert not any((ds.root / "alpha").iterdir()) and not any((ds.root / "masks").iterdir())
+    assert "person mask" not in preprocess_video(canvas_clip, tmp_path / "driver", _cfg(annotate="landmarks")).summary_text()
+    with pytest.raises(DatasetError, match="landmarks only"):
+        track_dataset(ds.root, tmp_path / "tracking")
+    assert not (tmp_path / "tracking").exists()

@@ -109,6 +109,13 @@ class Dataset:
         if missing:
             raise DatasetError(f"{self.root} is incomplete: {len(missing)} frame images missing (first: {missing[0]})")
 
+    def require_masks(self, purpose: str) -> None:
+        """Raise DatasetError unless the dataset has person masks and labels (not landmarks only)."""
+        if self.meta.get("config", {}).get("annotate", "full") != "full":
+            raise DatasetError(f"{self.root} holds crops and landmarks only (preprocessed with --annotate landmarks, "
+                               f"for a driving video); {purpose} needs masks too: preprocess the video again "
+                               "without --annotate landmarks")
+
     @property
     def num_frames(self) -> int:
         return int(self.meta["num_frames"])

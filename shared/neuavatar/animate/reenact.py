@@ -31,7 +31,7 @@ from neuavatar.progress import Progress, no_progress
 from neuavatar.track.init import matrix_to_axis_angle
 from neuavatar.video import VideoWriter
 
-__all__ = ["DriverMotion", "track_driver", "transfer_motion", "reenact_video", "ReenactResult"]
+__all__ = ["DriverMotion", "driver_preprocessor", "track_driver", "transfer_motion", "reenact_video", "ReenactResult"]
 
 ADDITIVE = ("expression", "jaw", "neck", "eyes")
 
@@ -65,21 +65,38 @@ def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: He
     return HeadParams(shape=avatar_rest.shape.expand(t, -1), **out)
 
 
-def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Progress = no_progress
-                 ) -> tuple[DriverMotion, dict[str, float]]:
-    """Preprocess ``video`` into ``work`` and track it in real-time mode with the avatar's head model.
+def driver_preprocessor(size: int):
+    """A :class:`~neuavatar.preprocess.Preprocessor` for driving videos: crops and landmarks only, at
+    ``size``. Its worker processes start once (about two seconds): a service keeps it for every
+    reenactment; close it when done."""
+    from neuavatar.preprocess import PreprocessConfig, Preprocessor
+
+    return Preprocessor(PreprocessConfig(size=size, min_frames=2, val_fraction=0.0, contact_sheet_frames=0,
+                                         annotate="landmarks"))
+
+
+def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Progress = no_progress,
+                 preprocessor=None) -> tuple[DriverMotion, dict[str, float]]:
+    """Preprocess ``video`` into ``work`` (with ``preprocessor`` from :func:`driver_preprocessor`, or a
+    new one) and track it in real-time mode with the avatar's head model.
 
     Raises:
         InputError: the video cannot be read or shows no usable face.
     """
-    from neuavatar import PreprocessConfig, preprocess_video
     from neuavatar.track import TrackerOptions
 
     seconds = {}
     started = time.perf_counter()
-    config = PreprocessConfig(size=renderer.size, min_frames=2, val_fraction=0.0, contact_sheet_frames=0)
-    dataset = Dataset(preprocess_video(video, work / "driver", config, progress=progress).dataset_dir)
+    own = preprocessor is None
+    preprocessor = driver_preprocessor(renderer.size) if own else preprocessor
+    try:
+        dataset = Dataset(preprocessor.process(video, work / "driver", progress=progress).dataset_dir)
+    finally:
+        if own:
+            preprocessor.close()
     seconds["preprocess"] = time.perf_counter() - started
+    timing = dataset.meta["summary"]["timing"]
+    seconds["preprocess_startup"] = timing["startup_seconds"]  # starting workers, until the first frame is done
 
     started = time.perf_counter()
     src = dataset.meta["source"]
@@ -103,9 +120,10 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
 
 
 def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_side: bool = False, batch: int = 16,
-                  crf: int = 18, progress: Progress = no_progress) -> ReenactResult:
+                  crf: int = 18, progress: Progress = no_progress, preprocessor=None) -> ReenactResult:
     """Write ``out`` (H.264): the avatar performing ``video``'s expressions and head motion, beside
-    the driver's crop when ``side_by_side``. ``out`` appears complete or not at all.
+    the driver's crop when ``side_by_side``. ``out`` appears complete or not at all. ``preprocessor``:
+    a long-lived :func:`driver_preprocessor` (else one is started and stopped for this video).
 
     Raises:
         InputError: the driving video cannot be read or shows no usable face.
@@ -113,7 +131,7 @@ def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_s
     out = Path(out)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="neuavatar-reenact-") as tmp:
-        motion, seconds = track_driver(renderer, Path(video), Path(tmp), progress)
+        motion, seconds = track_driver(renderer, Path(video), Path(tmp), progress, preprocessor)
         render_started = time.perf_counter()
         params = transfer_motion(motion.params, motion.params.median(), renderer.rest)
         total = params.batch_size

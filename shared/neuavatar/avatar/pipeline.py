@@ -87,6 +87,7 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     config = config or AvatarConfig()
     out = Path(out).absolute()
     dataset = Dataset(dataset_dir)
+    dataset.require_masks("training an avatar")
     tracking = Tracking.load(tracking_dir)
     if tracking.meta.get("identity", {}).get("dataset") != dataset.meta.get("identity"):
         raise DatasetError(f"{tracking_dir} is the tracking of another dataset than {dataset_dir}: "

@@ -91,6 +91,11 @@ class PreprocessConfig:
     contact_sheet_frames: int = 8
     """Frames shown in the contact sheet (0: no contact sheet)."""
 
+    annotate: Literal["full", "landmarks"] = "full"
+    """``full``: landmarks, person mask and semantic labels, what training needs; ``landmarks``: crops
+    and landmarks only, what a driving video needs (no segmentation: about half the work). A
+    landmarks-only dataset cannot be trained on."""
+
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 4096:
             raise ValueError(f"size must be between 32 and 4096 pixels, got {self.size}")

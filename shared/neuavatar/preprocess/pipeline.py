@@ -88,8 +88,9 @@ class PreprocessResult:
                 f"validate {s['num_val']}",
                 f"  crop: {s['crop_side_px']:.0f} source px -> {s['size']} px; face {s['face_side_px']:.0f} px; "
                 f"mean detection confidence {s['mean_confidence']:.2f}",
-                f"  face covered by the person mask: {100 * s['face_alpha']:.1f}%",
             ]
+            if s.get("annotate", "full") == "full":
+                lines.append(f"  face covered by the person mask: {100 * s['face_alpha']:.1f}%")
             if s.get("seconds"):
                 lines.append(f"  took {s['seconds']:.1f} s ({s['num_frames'] / s['seconds']:.1f} frames/s)")
             lines += [f"  note: {n}" for n in s.get("notes", [])]
@@ -145,7 +146,7 @@ class Preprocessor:
             cfg = self.config
             # Every worker builds the models both passes need while it starts.
             preload = (f"detect-{'short' if cfg.detector == 'auto' else cfg.detector}-{cfg.min_detection_confidence}",
-                       "mesh-1", "segment")
+                       "mesh-1") + (("segment",) if cfg.annotate == "full" else ())
             self._next_core.value = self._first_core or 0
             pin = self._next_core if self._first_core is not None else None
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=init_worker,
@@ -465,7 +466,8 @@ def _annotate_pass(run: _Run, info: VideoInfo, cfg: PreprocessConfig, frames: _F
         return (AnnotateJob(first_index=first, warmup=warmup, source=source, warps=warps[first - warmup:last],
                             size=size, expected_centres=expected[first:last],
                             expected_side=crops.face_side * size / crops.side, out_dir=out,
-                            image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality, mesh_faces=mesh_faces),)
+                            image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality, mesh_faces=mesh_faces,
+                            annotate=cfg.annotate),)
 
     if frames.pts is not None:  # one contiguous part per worker, which decodes and crops it itself
         jobs = []
@@ -510,8 +512,8 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
         "num_frames": n, "num_valid": int(valid.sum()), "num_train": len(split["train"]), "num_val": len(split["val"]),
         "size": cfg.size, "crop_side_px": crops.side, "face_side_px": crops.face_side,
         "mean_confidence": float(subject.scores[subject.found].mean()),
-        "face_alpha": float(np.nanmean(face_alpha)) if valid.any() else 0.0,
-        "notes": notes, "timing": timing,
+        "face_alpha": float(np.nanmean(face_alpha)) if valid.any() and cfg.annotate == "full" else 0.0,
+        "notes": notes, "timing": timing, "annotate": cfg.annotate,
     }
     meta = {
         "format": DATASET_FORMAT,
@@ -536,7 +538,7 @@ def _write_dataset(tmp: Path, video: Path, info: VideoInfo, cfg: PreprocessConfi
         "summary": summary,
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    if cfg.contact_sheet_frames:
+    if cfg.contact_sheet_frames and cfg.annotate == "full":  # the sheet shows the masks
         contact_sheet(Dataset(tmp), tmp / CONTACT_SHEET, frames=cfg.contact_sheet_frames)
     summary["seconds"] = time.perf_counter() - started
     timing["write_seconds"] = summary["seconds"] - (timing["detect_seconds"] + timing["annotate_seconds"])

@@ -145,6 +145,7 @@ class AnnotateJob:
     image_format: str
     jpeg_quality: int
     mesh_faces: int  # faces the landmarker looks for (more than 1 when others may enter the crop)
+    annotate: str = "full"  # "landmarks": no person mask, labels, alpha or mask images
 
 
 @dataclass
@@ -161,7 +162,8 @@ def annotate_frames(job: AnnotateJob) -> AnnotateResult:
     """Crop each frame of ``job``, find its landmarks, alpha and labels, and write its three images."""
     started = time.perf_counter()
     mesh: FaceLandmarker = _model(f"mesh-{job.mesh_faces}")
-    seg: PersonSegmenter = _model("segment")
+    full = job.annotate == "full"
+    seg: PersonSegmenter | None = _model("segment") if full else None
     n, size = len(job.source) - job.warmup, job.size
     landmarks = np.full((n, 478, 3), np.nan, np.float32)
     valid = np.zeros(n, bool)
@@ -195,6 +197,13 @@ def annotate_frames(job: AnnotateJob) -> AnnotateResult:
         index = job.first_index + k
         lmk = _pick_subject(faces, job.expected_centres[k], job.expected_side)
         lap("landmarks")
+        if not full:  # a driving video: the crop and its landmarks are all it needs
+            if lmk is not None:
+                landmarks[k], valid[k] = lmk, True
+            _write(job.out_dir / FRAMES_DIR / frame_name(index, job.image_format), rgb[..., ::-1], img_params)
+            _count_frame()
+            lap("write")
+            continue
         alpha = refine_alpha(rgb, seg.mask(rgb))
         lap("segment")
         if lmk is not None:

@@ -61,6 +61,7 @@ def track_dataset(dataset_dir: Path, out: Path, options: TrackerOptions | None =
     """
     options = options or TrackerOptions()
     dataset = Dataset(dataset_dir)
+    dataset.require_masks("tracking")
     identity = {
         "dataset": dataset.meta.get("identity"),
         "options": {k: v for k, v in to_dict(options).items() if k not in _RUNTIME_ONLY},
