@@ -15,7 +15,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -337,6 +337,76 @@ def _cmd_studio(argv: list[str]) -> int:
 _HANDLERS = {"preprocess": _cmd_preprocess, "track": _cmd_track, "train": _cmd_train, "run": _cmd_run,
              "sample": _cmd_sample, "render": _cmd_render, "reenact": _cmd_reenact, "studio": _cmd_studio}
 
+
+# -- the local stack and the API client: `neuavatar stack ...`, `neuavatar client ...` ---------------
+
+class _StackCommand:
+    """Run the broker, S3, Prometheus and the four services on this machine: stack up|status|down."""
+
+
+class _ClientCommand:
+    """Call a running stack's API: client create|watch|jobs|avatars|delete-avatar|render|reenact."""
+
+
+def _cmd_stack(argv: list[str]) -> int:
+    from neuavatar.stack.commands import main as stack_main
+
+    return stack_main(argv)
+
+
+def _cmd_client(argv: list[str]) -> int:
+    from neuavatar.api.commands import main as client_main
+
+    return client_main(argv)
+
+
+_COMMANDS.update(stack=_StackCommand, client=_ClientCommand)
+_HANDLERS.update(stack=_cmd_stack, client=_cmd_client)
+# -- end of the stack and client block -----------------------------------------------------------------
+
+# -- the services: `neuavatar serve NAME` ---------------------------------------------------------------
+
+@dataclasses.dataclass
+class ServeArgs:
+    """Run a service: gRPC (health, reflection, its API), Prometheus metrics and its job queue."""
+
+    name: tyro.conf.Positional[Literal["preprocess", "tracker", "trainer", "renderer"]]
+    """preprocess (the job API and the preprocess queue), tracker, trainer, or renderer (the Renderer API)."""
+    config: Path | None = None
+    """TOML or JSON settings file ([broker], [storage], [api] and top-level keys); env and flags override it."""
+    api_host: str | None = None
+    """Address the gRPC server binds (NEUAVATAR_API_HOST)."""
+    api_port: int | None = None
+    """gRPC port, 0: a free one (NEUAVATAR_API_PORT)."""
+    metrics_port: int | None = None
+    """Prometheus metrics port, 0: a free one (NEUAVATAR_METRICS_PORT)."""
+    work_dir: Path | None = None
+    """Scratch folder for jobs and the avatar cache (NEUAVATAR_WORK_DIR)."""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """Where the stages and the renderer compute (NEUAVATAR_DEVICE)."""
+    preset: str | None = None
+    """Run preset of jobs that name none: 'gpu' or 'cpu-smoke' (NEUAVATAR_PRESET)."""
+    broker_prefix: str | None = None
+    """Name prefix of the queues and exchanges (NEUAVATAR_BROKER_PREFIX)."""
+
+
+def _cmd_serve(argv: list[str]) -> int:
+    from neuavatar.services.runtime import run_service
+    from neuavatar.services.settings import load_settings
+
+    args = tyro.cli(ServeArgs, args=argv, prog="neuavatar serve")
+    flags = {"api": {"host": args.api_host, "port": args.api_port}, "broker": {"prefix": args.broker_prefix},
+             "metrics_port": args.metrics_port, "work_dir": args.work_dir, "device": args.device, "preset": args.preset}
+    settings = load_settings(args.config, flags=flags)
+    try:
+        return run_service(args.name, settings)
+    except OSError as e:  # the metrics port is taken
+        raise ConfigError(f"the {args.name} service cannot start: {e.strerror or e}") from None
+
+
+_COMMANDS["serve"] = ServeArgs
+_HANDLERS["serve"] = _cmd_serve
+# -- end of the serve block ------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``neuavatar`` console script; returns the exit status."""
