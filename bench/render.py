@@ -79,11 +79,20 @@ def sessions(renderer, count: int, fps: float, seconds: float) -> dict:
     """``count`` live sessions, each submitting head parameters at ``fps`` and reading JPEG frames."""
     from neuavatar.animate.stream import StreamFrame, StreamSession
 
+    renderer.batcher()  # its graphs for every batch size are captured before the clock starts
     latencies: list[float] = []
     received = [0] * count
     lock = threading.Lock()
 
     elapsed = [0.0] * count
+    parts: dict[str, list[float]] = {"queued": [], "render": [], "encode": []}
+
+    def record(k: int, out: StreamFrame) -> None:
+        with lock:
+            latencies.append(out.timings_ms["total"])
+            received[k] += 1
+            for part in parts:
+                parts[part].append(out.timings_ms[part])
 
     def client(k: int) -> None:
         with StreamSession(renderer) as session:
@@ -94,14 +103,10 @@ def sessions(renderer, count: int, fps: float, seconds: float) -> dict:
                 i += 1
                 out = session.next(timeout=period)
                 if isinstance(out, StreamFrame):
-                    with lock:
-                        latencies.append(out.timings_ms["total"])
-                        received[k] += 1
+                    record(k, out)
                 time.sleep(max(0.0, start + i * period - time.perf_counter()))
             while isinstance(out := session.next(timeout=0.5), StreamFrame):  # frames still on their way
-                with lock:
-                    latencies.append(out.timings_ms["total"])
-                    received[k] += 1
+                record(k, out)
             elapsed[k] = max(seconds, i * period)  # the time over which the requests were sent
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(count)]
@@ -111,9 +116,12 @@ def sessions(renderer, count: int, fps: float, seconds: float) -> dict:
         t.join()
     lat = np.array(latencies) if latencies else np.array([np.nan])
     per_session = np.array(received) / np.array(elapsed)
+    steps = {k: np.array(v) for k, v in parts.items()} if parts["render"] else {}
     return {"sessions": count, "target_fps": fps, "min_session_fps": float(per_session.min()),
             "mean_session_fps": float(per_session.mean()), "latency_p50_ms": float(np.percentile(lat, 50)),
-            "latency_p99_ms": float(np.percentile(lat, 99))}
+            "latency_p99_ms": float(np.percentile(lat, 99)),
+            **{f"{k}_p50_ms": float(np.percentile(v, 50)) for k, v in steps.items()},
+            **{f"{k}_p99_ms": float(np.percentile(v, 99)) for k, v in steps.items()}}
 
 
 def main() -> None:
@@ -161,13 +169,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             # one-shot, as `neuavatar reenact` runs: starts its preprocessing workers, loads the models
             cold = reenact_video(renderer, args.driver, Path(tmp) / "cold.mp4", side_by_side=True)
+            with driver_preprocessor(renderer.size) as every_core:  # one-shot with worker processes instead
+                cold_all = reenact_video(renderer, args.driver, Path(tmp) / "cold_all.mp4", side_by_side=True,
+                                         preprocessor=every_core)
             # a service: preprocessing workers kept from one reenactment to the next
             with driver_preprocessor(renderer.size) as preprocessor:
                 reenact_video(renderer, args.driver, Path(tmp) / "warm.mp4", preprocessor=preprocessor)
                 result = reenact_video(renderer, args.driver, Path(tmp) / "out.mp4", side_by_side=True,
                                        preprocessor=preprocessor)
             reenact = {"driver": args.driver.name, "frames": result.frames, "seconds": result.seconds,
-                       "cold_seconds": cold.seconds}
+                       "cold_seconds": cold.seconds, "cold_every_core_seconds": cold_all.seconds}
     report = {"benchmark": "render", "device": name, "size": renderer.size,
               "num_gaussians": len(renderer.avatar.gaussians), "throughput": rows, "sessions": live,
               "reenact": reenact, "graphs_vs_eager_max_diff": graph_error, "goals": {"fps_single": 1000, "fps_batched": 3000, "sessions_at_30fps": 16,
@@ -180,8 +191,11 @@ def main() -> None:
     for s in live:
         print(f"  {s['sessions']} sessions at {s['target_fps']:g} fps: slowest {s['min_session_fps']:.1f} fps, "
               f"latency p50 {s['latency_p50_ms']:.1f} ms, p99 {s['latency_p99_ms']:.1f} ms")
+        print("    p50 / p99 per step: " + ", ".join(f"{k} {s[f'{k}_p50_ms']:.1f} / {s[f'{k}_p99_ms']:.1f} ms"
+                                                  for k in ("queued", "render", "encode") if f"{k}_p50_ms" in s))
     if reenact:
-        for name, key in (("one-shot", "cold_seconds"), ("service", "seconds")):
+        for name, key in (("one-shot", "cold_seconds"), ("one-shot, worker processes", "cold_every_core_seconds"),
+                          ("service", "seconds")):
             times = ", ".join(f"{k} {v:.1f} s" for k, v in reenact[key].items())
             print(f"  reenact {reenact['driver']} ({reenact['frames']} frames), {name}: {times}")
     if graph_error is not None:

@@ -283,16 +283,20 @@ def test_raw_stream_without_timestamps_is_decoded_in_order(tmp_path):
 
 
 def test_landmarks_only_for_driving_videos(tmp_path, canvas_clip, canvas_dataset):
-    """``annotate="landmarks"`` (what reenactment uses for a driver) writes crops and the same
-    landmarks as the full pass, no masks; training and tracking refuse such a dataset by name."""
+    """``annotate="landmarks"`` (what reenactment uses for a driver), here in this process rather than
+    worker processes, writes crops and the same landmarks as the full pass with two workers, no
+    masks; tracking (and training) refuse such a dataset by name."""
     from neuavatar.errors import DatasetError
     from neuavatar.track.pipeline import track_dataset
 
-    ds = Dataset(preprocess_video(canvas_clip, tmp_path / "driver", _cfg(annotate="landmarks")).dataset_dir)
+    cfg = _cfg(annotate="landmarks", in_process=True)
+    ds = Dataset(preprocess_video(canvas_clip, tmp_path / "driver", cfg).dataset_dir)
     assert ds.num_frames == canvas_dataset.num_frames and ds.valid.all()
-    assert np.abs(ds.landmarks - canvas_dataset.landmarks).max() < 1e-3  # the same landmarks, to rounding
+    # the same landmarks, but for MediaPipe's tracking history: two workers start their halves afresh
+    diff = np.abs(ds.landmarks - canvas_dataset.landmarks)[..., :2]
+    assert diff.mean() < 0.01 and diff.max() < 0.25, (diff.mean(), diff.max())
     assert not any((ds.root / "alpha").iterdir()) and not any((ds.root / "masks").iterdir())
-    assert "person mask" not in preprocess_video(canvas_clip, tmp_path / "driver", _cfg(annotate="landmarks")).summary_text()
+    assert "person mask" not in preprocess_video(canvas_clip, tmp_path / "driver", cfg).summary_text()
     with pytest.raises(DatasetError, match="landmarks only"):
         track_dataset(ds.root, tmp_path / "tracking")
     assert not (tmp_path / "tracking").exists()

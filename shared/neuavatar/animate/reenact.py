@@ -65,14 +65,15 @@ def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: He
     return HeadParams(shape=avatar_rest.shape.expand(t, -1), **out)
 
 
-def driver_preprocessor(size: int):
+def driver_preprocessor(size: int, in_process: bool = False):
     """A :class:`~neuavatar.preprocess.Preprocessor` for driving videos: crops and landmarks only, at
-    ``size``. Its worker processes start once (about two seconds): a service keeps it for every
-    reenactment; close it when done."""
+    ``size``. Its worker processes start once (seconds: each loads MediaPipe's models), so a service
+    keeps it for every reenactment (close it when done); ``in_process`` runs the models in this
+    process instead, on one core, which is quicker for a one-off short clip."""
     from neuavatar.preprocess import PreprocessConfig, Preprocessor
 
     return Preprocessor(PreprocessConfig(size=size, min_frames=2, val_fraction=0.0, contact_sheet_frames=0,
-                                         annotate="landmarks"))
+                                         annotate="landmarks", in_process=in_process))
 
 
 def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Progress = no_progress,
@@ -88,7 +89,7 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
     seconds = {}
     started = time.perf_counter()
     own = preprocessor is None
-    preprocessor = driver_preprocessor(renderer.size) if own else preprocessor
+    preprocessor = driver_preprocessor(renderer.size, in_process=True) if own else preprocessor
     try:
         dataset = Dataset(preprocessor.process(video, work / "driver", progress=progress).dataset_dir)
     finally:

@@ -128,6 +128,14 @@ class AvatarRenderer:
             frames = self.render(params, intrinsics, view).mul_(255).round_().to(torch.uint8)
         return frames.cpu().numpy()
 
+    def warm_up(self, max_batch: int = 1) -> None:
+        """Render once at every batch size up to ``max_batch`` that has a graph of its own (1, 2, 4,
+        ...), so that capturing graphs (and compiling) happens now, not in the middle of a stream."""
+        b = 1
+        while b <= max_batch:
+            self.render(self.params(b))
+            b *= 2
+
     def batcher(self):
         """The :class:`~neuavatar.animate.batching.RenderBatcher` that live sessions share: requests
         from many threads rendered together, one batch per turn of the GPU."""
@@ -136,6 +144,7 @@ class AvatarRenderer:
         with self._lock:
             if self._batcher is None:
                 self._batcher = RenderBatcher(self)
+                self.warm_up(self._batcher.max_batch)
             return self._batcher
 
     def render_controls(self, controls: Controls) -> tuple[np.ndarray, list[str]]:

@@ -81,6 +81,10 @@ class PreprocessConfig:
     """Worker processes for the models; 0 uses one per CPU core (on 8 or more cores, all but one,
     which the main process keeps)."""
 
+    in_process: bool = False
+    """Run the models in this process instead of worker processes: no start-up cost (seconds per
+    worker: Python, MediaPipe and its models), one core. For a short clip such as a driving video."""
+
     warmup_frames: int = 8
     """Each worker runs the landmark tracker over this many frames before its part of the video (and
     discards them), so the parts join without a seam in the landmarks."""

@@ -134,19 +134,23 @@ class Preprocessor:
         cores = _usable_cores()
         # On a big machine the main process keeps a core of its own (it plans, plots and writes
         # while the workers run); each worker is pinned to one of the others.
-        self.workers = self.config.workers or (len(cores) - 1 if len(cores) >= 8 else len(cores))
+        self.workers = 1 if self.config.in_process else (
+            self.config.workers or (len(cores) - 1 if len(cores) >= 8 else len(cores)))
         self._first_core = len(cores) - self.workers if self.workers <= len(cores) else None
         self._ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
         self._counter = self._ctx.Value("q", 0)  # frames finished by the workers, for the progress bar
         self._next_core = self._ctx.Value("i", 0)
         self._pool: cf.ProcessPoolExecutor | None = None
 
-    def _workers(self) -> cf.ProcessPoolExecutor:
+    def _workers(self) -> cf.Executor:
         if self._pool is None:
             cfg = self.config
             # Every worker builds the models both passes need while it starts.
             preload = (f"detect-{'short' if cfg.detector == 'auto' else cfg.detector}-{cfg.min_detection_confidence}",
                        "mesh-1") + (("segment",) if cfg.annotate == "full" else ())
+            if cfg.in_process:
+                self._pool = _InProcess(self._counter, preload)
+                return self._pool
             self._next_core.value = self._first_core or 0
             pin = self._next_core if self._first_core is not None else None
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=init_worker,
@@ -255,11 +259,30 @@ def _usable_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
+class _InProcess(cf.Executor):
+    """The workers' job, done in this process as it is submitted (``in_process``)."""
+
+    def __init__(self, counter: Any, preload: tuple[str, ...]):
+        import cv2
+
+        threads = cv2.getNumThreads()
+        init_worker(quiet=False, frames_done=counter, preload=preload)
+        cv2.setNumThreads(threads)  # init_worker limits OpenCV to one thread per worker process
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - raised again where the result is read, as a pool would
+            future.set_exception(e)
+        return future
+
+
 @dataclass
 class _Run:
     """The worker pool and the shared frame counter that drives the progress bar."""
 
-    pool: cf.ProcessPoolExecutor
+    pool: cf.Executor
     workers: int
     counter: Any  # multiprocessing.Value, incremented by the workers
     progress: Progress
