@@ -6,6 +6,11 @@ latency from head parameters sent to the encoded frame received, measured by the
 
 Goal (issue 5, one H100, 512²): >= 60 fps per stream, p99 latency < 25 ms. Each stream asks for
 ``--fps`` frames per second; "flat out" sends the next request as soon as the last frame arrived.
+
+``--render-clients N`` adds a load row (issue 6): N clients calling RenderFrame back to back while
+the largest ``--streams`` count of live streams runs, all against the one renderer:
+
+    python bench/stream.py --avatar AVATAR_DIR --device cpu --fps 10 --streams 4 --render-clients 20
 """
 
 from __future__ import annotations
@@ -75,6 +80,46 @@ def stream(client, avatar_id: str, fps: float | None, seconds: float, num_expres
             "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99))}
 
 
+def load(client, num_expression: int, render_clients: int, streams: int, fps: float, seconds: float) -> dict:
+    """``render_clients`` threads calling RenderFrame back to back beside ``streams`` live streams."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def render_loop(k: int) -> None:
+        rng = np.random.default_rng(k)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t = time.perf_counter()
+            try:
+                client.render_frame("bench", params={"expression": rng.standard_normal(num_expression) * 0.3})
+            except Exception:  # noqa: BLE001 - counted: the goal is none
+                with lock:
+                    errors[0] += 1
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - t) * 1000)
+
+    results: list[dict] = [{}] * streams
+
+    def stream_loop(k: int) -> None:
+        results[k] = stream(client, "bench", fps, seconds, num_expression)
+
+    threads = [threading.Thread(target=render_loop, args=(k,)) for k in range(render_clients)]
+    threads += [threading.Thread(target=stream_loop, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {"streams": streams, "asked_fps": fps, "min_fps": min(r["fps"] for r in results),
+            "latency_p50_ms": float(np.median([r["latency_p50_ms"] for r in results])),
+            "latency_p99_ms": max(r["latency_p99_ms"] for r in results), "errors": sum(r["errors"] for r in results),
+            "render_clients": render_clients, "render_per_second": len(latencies) / seconds,
+            "render_p50_ms": float(np.percentile(lat, 50)), "render_p99_ms": float(np.percentile(lat, 99)),
+            "render_errors": errors[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--avatar", type=Path, required=True)
@@ -82,6 +127,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=60.0, help="frames per second each stream asks for")
     parser.add_argument("--streams", type=int, nargs="*", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--render-clients", type=int, default=0, help="RenderFrame clients beside the streams")
     parser.add_argument("--json", type=Path, default=Path("bench/out/stream.json"))
     args = parser.parse_args()
 
@@ -115,6 +161,9 @@ def main() -> None:
                              "latency_p50_ms": float(np.median([r["latency_p50_ms"] for r in results])),
                              "latency_p99_ms": max(r["latency_p99_ms"] for r in results),
                              "errors": sum(r["errors"] for r in results)})
+            if args.render_clients:
+                rows.append(load(client, num_expression, args.render_clients, max(args.streams), args.fps,
+                                 args.seconds))
     device = service.renderers._items["bench"].device
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     report = {"benchmark": "stream", "device": name, "rows": rows, "goals": {"fps_per_stream": 60, "p99_ms": 25}}
@@ -126,6 +175,11 @@ def main() -> None:
         asked = "flat out" if r["asked_fps"] is None else f"{r['asked_fps']:g}"
         print(f"  {r['streams']:>7} {asked:>9} {r['min_fps']:>11.1f} {r['latency_p50_ms']:>7.1f} "
               f"{r['latency_p99_ms']:>7.1f} {r['errors']:>6}")
+    for r in (r for r in rows if "render_clients" in r):
+        print(f"  load: {r['render_clients']} RenderFrame clients, {r['render_per_second']:.1f} frames/s in all, "
+              f"p50 {r['render_p50_ms']:.0f} ms, p99 {r['render_p99_ms']:.0f} ms, {r['render_errors']} errors; "
+              f"beside {r['streams']} streams at {r['asked_fps']:g} fps: slowest {r['min_fps']:.1f} fps, "
+              f"p99 {r['latency_p99_ms']:.0f} ms, {r['errors']} errors")
     print(f"(json: {args.json})")
 
 

@@ -144,8 +144,18 @@ class AvatarRenderer:
         with self._lock:
             if self._batcher is None:
                 self._batcher = RenderBatcher(self)
-                self.warm_up(self._batcher.max_batch)
+                if self._graphs is not None:  # capture now, not in the middle of a stream
+                    self.warm_up(self._batcher.max_batch)
             return self._batcher
+
+    def render_shared(self, controls: Controls | None = None, **params) -> tuple[np.ndarray, list[str]]:
+        """(S, S, 3) uint8 RGB of one frame posed by ``controls`` or by head ``params`` (as for
+        :meth:`params`), rendered in one batch with whatever other threads ask for at the same time
+        (:meth:`batcher`); and notes on controls that were clamped. For servers and live sessions."""
+        if controls is not None:
+            inside, notes = controls.clamped()
+            return self.batcher().render(*inside.to_params(self.rest, self.intrinsics)), notes
+        return self.batcher().render(self.params(**params)), []
 
     def render_controls(self, controls: Controls) -> tuple[np.ndarray, list[str]]:
         """(S, S, 3) uint8 RGB of one pose given by ``controls``, and notes on values that were clamped."""

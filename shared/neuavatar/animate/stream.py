@@ -209,16 +209,14 @@ class StreamSession:
     def _render(self, request: _Request, dropped: int) -> StreamFrame:
         started = time.perf_counter()
         r, notes = self.renderer, []
-        batcher = r.batcher()  # sessions of one renderer render together
         if request.kind == "params":
-            image = batcher.render(r.params(**request.payload))
+            image, notes = r.render_shared(**request.payload)
         elif request.kind == "controls":
-            inside, notes = request.payload.clamped()
-            image = batcher.render(*inside.to_params(r.rest, r.intrinsics))
+            image, notes = r.render_shared(request.payload)
         else:
             if self._driver is None:
                 self._driver = FrameDriver(r)
-            image = batcher.render(self._driver.params(request.payload))
+            image = r.batcher().render(self._driver.params(request.payload))
         rendered = time.perf_counter()
         if self.encoding == "jpeg":
             data = encode_jpeg(image, self.quality)

@@ -110,12 +110,13 @@ class RendererService(pb_grpc.RendererServicer):
         source: where avatars come from (:func:`mapping_source`, :func:`directory_source`, ...).
         device: the renderers' device (``auto``: the GPU when there is one).
         cache_size: avatars kept loaded.
-        render_workers: threads that load avatars and render single frames (live sessions and
+        render_workers: threads that load avatars and wait for single frames (they mostly wait: the
+            frames of concurrent calls are rendered together by the avatar's batcher; live sessions and
             reenactments have threads of their own).
         max_upload_bytes: the largest driving video Reenact accepts.
     """
 
-    def __init__(self, source: AvatarSource, *, device: str = "auto", cache_size: int = 4, render_workers: int = 2,
+    def __init__(self, source: AvatarSource, *, device: str = "auto", cache_size: int = 4, render_workers: int = 32,
                  max_upload_bytes: int = 512 * 1024 * 1024):
         self._executor = ThreadPoolExecutor(render_workers, thread_name_prefix="neuavatar-render")
         self.renderers = _RendererCache(source, cache_size, device, self._executor)
@@ -142,11 +143,8 @@ class RendererService(pb_grpc.RendererServicer):
 
         def render() -> pb.Frame:
             started = time.perf_counter()
-            notes: list[str] = []
-            if controls is not None:
-                image, notes = renderer.render_controls(controls)
-            else:
-                image = renderer.render_uint8(renderer.params(**params))[0]
+            # concurrent calls render together in one batch (and with the live sessions)
+            image, notes = renderer.render_shared(controls, **params)
             rendered = time.perf_counter()
             data = convert.encode_frame(image, encoding, quality)
             done = time.perf_counter()
