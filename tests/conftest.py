@@ -7,12 +7,16 @@ that need them are skipped, with the reason, where that folder is absent.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from neuavatar.errors import ConfigError
+from neuavatar.stack.process import free_port
+from neuavatar.stack.seaweed import SeaweedServer, weed_binary
+from neuavatar.storage import ObjectStore, StorageSettings
 from neuavatar.video import VideoWriter, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +26,7 @@ VIDEOS = Path(os.environ.get("NEUAVATAR_TEST_VIDEOS", ROOT.parent / "shared" / "
 ANCHOR = "train_mimictalk_german_anchor_20s.mp4"  # frontal man, small head motion, 25 fps
 HEADTURNS = "train_lp_d3_woman_headturns.mp4"  # head turns, 30 fps
 GLASSES = "drive_lp_d19_man_glasses.mp4"  # another person, 30 fps
+S3_SECRET = "svc-secret-0b4d2c"  # the S3 secret key of the `seaweed` fixture (tests check it never leaks)
 
 
 def shared_video(name: str) -> Path:
@@ -120,3 +125,27 @@ def tiny_avatar(headturns_tracked):
     seen = []
     result = train_avatar(ds, tr, root / "avatar", TINY, progress=lambda *a, **k: seen.append(a))
     return result, seen
+
+
+# The object store of the services' tests (test_services.py, test_reliability.py): one SeaweedFS
+# server per test module (module scope), with retries generous enough to ride out its restart.
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
+    try:
+        weed_binary()
+    except ConfigError as error:
+        pytest.skip(str(error))
+    settings = StorageSettings(endpoint=f"127.0.0.1:{free_port()}", access_key="svc-access", secret_key=S3_SECRET,
+                               bucket="neuavatar-services", retry_attempts=12, retry_initial_delay_seconds=0.1,
+                               retry_max_delay_seconds=1.0)
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def store(seaweed) -> ObjectStore:
+    s = ObjectStore(seaweed.settings)
+    s.ensure_bucket()
+    return s

@@ -44,15 +44,15 @@ from neuavatar.messaging import (
 from neuavatar.services import JobStore, ServiceRuntime, ServiceSettings, StageWorker, load_settings
 from neuavatar.services.jobs import check_job_id, resolve_run_config
 from neuavatar.stack.process import free_port, port_open
-from neuavatar.stack.seaweed import SeaweedServer, weed_binary
-from neuavatar.storage import ObjectStore, StorageSettings, StorageUnavailable, keys
+from neuavatar.stack.seaweed import SeaweedServer
+from neuavatar.storage import StorageSettings, StorageUnavailable, keys
 
-from conftest import HEADTURNS
+from conftest import HEADTURNS, S3_SECRET  # and the fixtures seaweed and store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 MiB = 1024 * 1024
-SECRET = "svc-secret-0b4d2c"
+SECRET = S3_SECRET  # the S3 secret key of the seaweed fixture
 WAIT_S = 240  # the longest any job here may take on a busy 2-core machine
 
 # Every stage as small as it goes and still makes an avatar (the cpu-smoke preset, shrunk further).
@@ -66,28 +66,6 @@ TINY_OPTIONS = {
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
-    try:
-        weed_binary()
-    except ConfigError as error:
-        pytest.skip(str(error))
-    settings = StorageSettings(endpoint=f"127.0.0.1:{free_port()}", access_key="svc-access", secret_key=SECRET,
-                               bucket="neuavatar-services", retry_attempts=12, retry_initial_delay_seconds=0.1,
-                               retry_max_delay_seconds=1.0)
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), settings)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def store(seaweed) -> ObjectStore:
-    s = ObjectStore(seaweed.settings)
-    s.ensure_bucket()
-    return s
-
 
 def _namespace() -> BrokerSettings:
     if not port_open(5672):
