@@ -9,8 +9,6 @@ every batch size from 1 to 64 captures at most seven.
 
 from __future__ import annotations
 
-import threading
-
 import torch
 from torch import Tensor
 
@@ -67,8 +65,7 @@ class _Graph:
 
 class GraphedPlacement:
     """``avatar.place`` on CUDA, replayed from graphs. The Gaussians it returns live in the graph's
-    own buffers: use them before the next call (the lock makes calls from several threads take turns,
-    but the caller must hold :attr:`lock` until it is done with the result).
+    own buffers: use them before the next call (``AvatarRenderer`` renders under one lock for this).
 
     ``compile``: fuse the placement's many small kernels with ``torch.compile`` before capturing
     (a compile per batch size on first use, tens of seconds each)."""
@@ -77,7 +74,6 @@ class GraphedPlacement:
         if rest.rotation.device.type != "cuda":
             raise ValueError("CUDA graphs need the avatar on a CUDA device")
         self.avatar, self.rest = avatar, rest
-        self.lock = threading.RLock()
         self._graphs: dict[int, _Graph] = {}
         self._place = torch.compile(avatar.place, dynamic=False) if compile else avatar.place
 

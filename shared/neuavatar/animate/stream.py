@@ -164,9 +164,14 @@ class StreamSession:
     def next(self, timeout: float | None = None) -> StreamFrame | StreamError | None:
         """The oldest finished frame (or error), waiting up to ``timeout`` seconds; None if none came."""
         with self._ready_cv:
-            if not self._ready_cv.wait_for(lambda: self._ready or not self._worker.is_alive(), timeout):
+            if not self._ready_cv.wait_for(lambda: self._ready or not self.running, timeout):
                 return None
             return self._ready.popleft() if self._ready else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the session's worker still runs (False once closed, or if it died)."""
+        return self._worker.is_alive()
 
     def close(self) -> None:
         """Stop the worker (a request being rendered finishes first). Safe to call twice."""

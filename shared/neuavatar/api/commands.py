@@ -29,6 +29,7 @@ from neuavatar.api.client import AvatarsClient, RendererClient
 from neuavatar.errors import InputError, NeuAvatarError
 from neuavatar.progress import TqdmProgress
 from neuavatar.stack.local import default_stack_dir, format_table, load_state
+from neuavatar.subcommands import run_subcommand
 
 __all__ = ["ClientError", "Connection", "CreateArgs", "WatchArgs", "JobsArgs", "AvatarsArgs", "DeleteAvatarArgs",
            "DeleteJobArgs", "RenderArgs", "ReenactArgs", "main"]
@@ -434,20 +435,7 @@ _SUBCOMMANDS = {"create": (CreateArgs, _create), "watch": (WatchArgs, _watch), "
                 "reenact": (ReenactArgs, _reenact)}
 
 
-def _usage() -> str:
-    lines = [f"usage: neuavatar client {{{','.join(_SUBCOMMANDS)}}} [options]", ""]
-    lines += [f"  {name:<15}{(cls.__doc__ or '').strip().splitlines()[0]}" for name, (cls, _) in _SUBCOMMANDS.items()]
-    lines += ["", "They call the local stack (`neuavatar stack up`) unless --api/--renderer HOST:PORT are given.",
-              "`neuavatar client SUBCOMMAND --help` lists its options."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> int:
     """``neuavatar client ...``; the exit status. Raises ClientError (a NeuAvatarError) for the CLI to print."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    if argv[0] not in _SUBCOMMANDS:
-        print(f"neuavatar client: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    return _SUBCOMMANDS[argv[0]][1](argv[1:])
+    return run_subcommand("neuavatar client", _SUBCOMMANDS, argv, notes=[
+        "They call the local stack (`neuavatar stack up`) unless --api/--renderer HOST:PORT are given."])

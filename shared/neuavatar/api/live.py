@@ -56,7 +56,7 @@ def _pump(session: StreamSession, loop: asyncio.AbstractEventLoop, out: asyncio.
                 idle_since = None
                 put(live_event_to_proto(event))
                 continue
-            if not session._worker.is_alive() and not stop.is_set():  # StreamSession has no public liveness flag
+            if not session.running and not stop.is_set():
                 put(RuntimeError("the live session's renderer stopped"))
                 return
             if reading_done.is_set():

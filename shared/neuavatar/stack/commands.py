@@ -20,6 +20,7 @@ from neuavatar.stack.local import (
     stack_status,
     stack_up,
 )
+from neuavatar.subcommands import run_subcommand
 
 __all__ = ["StackUpArgs", "StackStatusArgs", "StackDownArgs", "main"]
 
@@ -120,19 +121,6 @@ def _down(argv: list[str]) -> int:
 _SUBCOMMANDS = {"up": (StackUpArgs, _up), "status": (StackStatusArgs, _status), "down": (StackDownArgs, _down)}
 
 
-def _usage() -> str:
-    lines = ["usage: neuavatar stack {up,status,down} [options]", ""]
-    lines += [f"  {name:<8}{(cls.__doc__ or '').strip().splitlines()[0]}" for name, (cls, _) in _SUBCOMMANDS.items()]
-    lines += ["", "`neuavatar stack SUBCOMMAND --help` lists its options."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> int:
     """``neuavatar stack ...``; the exit status. Raises StackError (a NeuAvatarError) for the CLI to print."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    if argv[0] not in _SUBCOMMANDS:
-        print(f"neuavatar stack: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    return _SUBCOMMANDS[argv[0]][1](argv[1:])
+    return run_subcommand("neuavatar stack", _SUBCOMMANDS, argv)
