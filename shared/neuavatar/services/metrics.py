@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 __all__ = [
     "JOBS_RECEIVED", "JOBS_COMPLETED", "JOBS_SKIPPED", "JOBS_FAILED", "JOBS_CANCELLED", "JOBS_CREATED", "STAGE_SECONDS",
     "QUEUE_LAG_SECONDS", "GPU_MEMORY_BYTES", "TRAIN_LOSS", "TRAIN_PSNR", "CHECKPOINT_UPLOADS", "FRAMES_RENDERED",
-    "STREAM_LATENCY_SECONDS", "start_metrics_server", "record_gpu_memory",
+    "STREAM_LATENCY_SECONDS", "GPU_MEMORY_TOTAL_BYTES", "LIVE_SESSIONS", "start_metrics_server", "record_gpu_memory",
 ]
 
 log = logging.getLogger("neuavatar.services")
@@ -46,6 +46,10 @@ CHECKPOINT_UPLOADS = Counter("neuavatar_checkpoint_uploads_total", "Resumable tr
 FRAMES_RENDERED = Counter("neuavatar_frames_rendered_total", "Frames the renderer sent", ["rpc"])
 STREAM_LATENCY_SECONDS = Histogram("neuavatar_stream_latency_seconds", "Live session: from a request's arrival to "
                                    "its frame being ready", buckets=_LATENCY)
+# For deployment: the GPU memory alert divides the peak by this, and the renderer scales on live sessions.
+GPU_MEMORY_TOTAL_BYTES = Gauge("neuavatar_gpu_memory_total_bytes", "Memory of the GPU this process computes on "
+                               "(torch.cuda.get_device_properties; set after each job, beside the peak)")
+LIVE_SESSIONS = Gauge("neuavatar_live_sessions", "Live sessions (LiveReenact streams) open on this renderer now")
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
@@ -73,4 +77,5 @@ def record_gpu_memory(stage: str) -> None:
     if torch is None or not torch.cuda.is_available():
         return
     GPU_MEMORY_BYTES.labels(stage).set(torch.cuda.max_memory_allocated())
+    GPU_MEMORY_TOTAL_BYTES.set(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
     torch.cuda.reset_peak_memory_stats()

@@ -86,6 +86,11 @@ class MeteredRendererService(RendererService):
     """:class:`~neuavatar.api.RendererService` that counts the frames it sends (per RPC) and
     observes each live frame's latency (request arrival to frame ready)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Read at each scrape: the renderer's autoscaling follows it (deploy/k8s, docs/deploy.md).
+        metrics.LIVE_SESSIONS.set_function(lambda: self.live_sessions)
+
     async def RenderFrame(self, request: pb.RenderFrameRequest, context: grpc.aio.ServicerContext) -> pb.Frame:
         frame = await super().RenderFrame(request, context)
         metrics.FRAMES_RENDERED.labels("RenderFrame").inc()
