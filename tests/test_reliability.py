@@ -1,11 +1,11 @@
-"""Reliability of the services (issue 6): a stage killed mid-job, the broker and the store restarted
-mid-job, and poison inputs at the job API that tests/test_services.py leaves out.
+"""Reliability of the services (issue 6): a stage killed or stopped mid-job, the broker and the store
+restarted mid-job, and poison inputs at the job API that tests/test_services.py leaves out.
 
 Each job test runs one real job end to end (the 20-frame 160 px clip and the tiny settings of
 test_services.py) on a broker namespace of its own and this module's SeaweedFS server, with the
-services in this process (``ServiceRuntime`` threads) except the one a test kills, which runs as
-``neuavatar serve NAME`` and gets SIGKILL in the middle of its job. What is checked: the job still
-ends ``done`` with its avatar, and nothing is done twice. The broker test runs its services on an
+services in this process (``ServiceRuntime`` threads) except the one a test kills or stops, which
+runs as ``neuavatar serve NAME`` and gets SIGKILL or SIGTERM in the middle of its job. What is
+checked: the job still ends ``done`` with its avatar, and nothing is done twice. The broker test runs its services on an
 isolated :class:`RabbitNode`, never on the session's shared broker.
 """
 
@@ -48,7 +48,7 @@ from neuavatar.config import to_dict
 from neuavatar.messaging import STAGES, BrokerSettings, Event, Events, JobMessage, Publisher
 from neuavatar.services import JobStore, ServiceRuntime
 from neuavatar.services.jobs import resolve_run_config
-from neuavatar.services.stages import SERVICE_STAGES
+from neuavatar.services.stages import SERVICE_STAGES, output_key
 from neuavatar.stack import rabbit
 from neuavatar.stack.rabbit import RabbitMQNotInstalled, RabbitNode
 from neuavatar.storage import keys
@@ -100,11 +100,12 @@ def _end(process: subprocess.Popen | None) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _submit(store, broker: BrokerSettings, job_id: str, clip: Path) -> None:
-    """What CreateAvatar does: the upload, the record (tiny settings) and the preprocess job."""
+def _submit(store, broker: BrokerSettings, job_id: str, clip: Path, **overrides: str) -> None:
+    """What CreateAvatar does: the upload, the record (tiny settings, then ``overrides``) and the preprocess job."""
     video = keys.upload_key(job_id, "mp4")
     store.put_file(video, clip)
-    config = to_dict(resolve_run_config({"preset": "cpu-smoke", "size": 64, "config": TINY_OPTIONS}, "cpu-smoke"))
+    options = {"preset": "cpu-smoke", "size": 64, "config": {**TINY_OPTIONS, **overrides}}
+    config = to_dict(resolve_run_config(options, "cpu-smoke"))
     JobStore(store).create(job_id, source="reliability", options={"name": "reliability"}, config=config)
     with Publisher(broker) as publisher:
         publisher.publish_job(JobMessage(job_id, "preprocess", {"video": video}, config),
@@ -189,18 +190,40 @@ def _assert_one_of_each_output(store, job_id: str) -> None:
     assert not store.exists(keys.resume_key(job_id))
 
 
-# --- a stage service killed in the middle of its job --------------------------------------------
+# --- a stage service killed or stopped in the middle of its job ----------------------------------
 
-@pytest.mark.parametrize("service", ["preprocess", "tracker"])
-def test_a_stage_killed_mid_job_is_taken_over_and_done_once(service, seaweed, store, make_clip, tmp_path):
-    """SIGKILL ``neuavatar serve SERVICE`` while it works on a job; a new one gets the redelivered
-    message, does the stage (once) and the job ends done, with one output per stage."""
+STOP_BOUND_S = 20.0  # SIGTERM to exit: the next progress report, the cleanup, the checkpoint's upload
+
+
+def _wait_until(what: str, condition: Callable[[], bool], alive: Callable[[], None], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        alive()
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("service, how", [("preprocess", signal.SIGKILL), ("tracker", signal.SIGKILL),
+                                          ("preprocess", signal.SIGTERM), ("tracker", signal.SIGTERM),
+                                          ("trainer", signal.SIGTERM)], ids=lambda v: getattr(v, "name", v))
+def test_a_stage_killed_or_stopped_mid_job_is_taken_over_and_done_once(service, how, seaweed, store, make_clip,
+                                                                       tmp_path):
+    """SIGKILL or SIGTERM ``neuavatar serve SERVICE`` while it works on a job; a new one gets the
+    redelivered message, does the stage (once) and the job ends done, with one output per stage.
+
+    SIGTERM must stop it cleanly and promptly: exit status 0 within STOP_BOUND_S, no ack (the
+    message is back in its queue), no output stored, the record queued again; the trainer uploads
+    its latest checkpoint and the next one resumes from it (SIGKILL of the trainer: test_services.py)."""
     stage = SERVICE_STAGES[service]
     broker = _namespace()
     clip = make_clip(HEADTURNS, 20, 160)
-    env = _service_env(seaweed, broker, tmp_path / "spawned", NEUAVATAR_PROGRESS_INTERVAL_SECONDS="0.2")
+    env = _service_env(seaweed, broker, tmp_path / "spawned", NEUAVATAR_PROGRESS_INTERVAL_SECONDS="0.2",
+                       NEUAVATAR_CHECKPOINT_UPLOAD_SECONDS="0")
+    # The trainer trains long enough to be stopped between a checkpoint and its end.
+    longer = {"train.steps": "[30, 2, 2]"} if stage == "train" else {}
     log = tmp_path / f"{service}.log"
     job_id = uuid.uuid4().hex
+    output = output_key(stage, job_id)
     first = _spawn(service, env, log)
     second = None
 
@@ -210,15 +233,32 @@ def test_a_stage_killed_mid_job_is_taken_over_and_done_once(service, seaweed, st
     try:
         in_process = _settings(seaweed, broker, tmp_path / "work", progress_interval_seconds=0.2)
         with _services(in_process, [n for n in PIPELINE if n != service]), _Watch(broker, job_id) as watch:
-            _submit(store, broker, job_id, clip)
+            _submit(store, broker, job_id, clip, **longer)
             watch.working(stage, alive=first_alive)
-            os.kill(first.pid, signal.SIGKILL)
-            assert first.wait(10) == -signal.SIGKILL
-            _end(first)  # its orphaned helpers (a container's end takes them too)
+            if stage == "train":  # a checkpoint to resume from
+                _wait_until("the first checkpoint upload", lambda: store.exists(keys.resume_key(job_id)), first_alive)
+            stopped = time.monotonic()
+            os.kill(first.pid, how)
+            status = first.wait(STOP_BOUND_S if how == signal.SIGTERM else 10)
+            stop_seconds = time.monotonic() - stopped
+            _end(first)  # its orphaned helpers after a SIGKILL (a container's end takes them too)
             killed_at = len(watch.seen)
+            # Not acked: the message is back in its queue for the next worker.
+            _wait_until("the message's return to its queue", lambda: _queues(broker)[broker.job_queue(stage)] == 1,
+                        lambda: None, timeout_s=10)
             record = JobStore(store).get(job_id)
-            assert (record["state"], record["stage"]) == ("running", stage), record
-            assert not store.exists(keys.dataset_key(job_id) if stage == "preprocess" else keys.tracking_key(job_id))
+            assert not store.exists(output), f"{output} was stored by the {service} that was stopped"
+            if how == signal.SIGKILL:
+                assert status == -signal.SIGKILL
+                assert (record["state"], record["stage"]) == ("running", stage), record
+            else:
+                assert status == 0, f"exit status {status} after SIGTERM:\n{log.read_text()[-3000:]}"
+                assert (record["state"], record["stage"]) == ("queued", stage), record
+                assert "interrupted" in record["message"], record
+                text = log.read_text()
+                assert f"{stage}: job {job_id} interrupted" in text and f"{service} service stopped" in text, text
+                if stage == "train":
+                    assert store.exists(keys.resume_key(job_id)), "the stopped trainer left no checkpoint"
 
             second = _spawn(service, env, log)
             watch.until("train done", lambda e: e.stage == "train" and e.kind == "done")
@@ -235,7 +275,7 @@ def test_a_stage_killed_mid_job_is_taken_over_and_done_once(service, seaweed, st
         _end(second)
         _drop(broker)
 
-    print(f"{service} killed; events: {watch.summary()}")
+    print(f"{service} got {how.name}, exited in {stop_seconds:.1f} s; events: {watch.summary()}")
     redone = watch.of(stage, "done", since=killed_at)
     assert len(redone) == 1 and "skipped" not in redone[0].message, watch.summary()
     assert len(watch.of(stage, "started", since=killed_at)) == 1, watch.summary()
@@ -243,6 +283,10 @@ def test_a_stage_killed_mid_job_is_taken_over_and_done_once(service, seaweed, st
         done = watch.of(each, "done")
         assert len(done) == 1 and "skipped" not in done[0].message, (each, watch.summary())
     _assert_one_of_each_output(store, job_id)
+    if stage == "train":
+        resumed = JobStore(store).get(job_id).get("resumed_from")
+        assert resumed and (resumed["stage"], resumed["step"]) > (0, 0), resumed
+        assert "resumes from its uploaded checkpoint" in log.read_text()
     assert "Traceback" not in log.read_text()
 
 

@@ -10,7 +10,7 @@ with pika's blocking adapter:
 * :class:`Events` - job events on the topic exchange, and per-job :class:`Subscription` s.
 """
 
-from neuavatar.messaging.errors import BadMessage, BrokerUnavailable, MessagingError, Unroutable
+from neuavatar.messaging.errors import BadMessage, BrokerUnavailable, JobInterrupted, MessagingError, Unroutable
 from neuavatar.messaging.events import EVENT_KINDS, Event, EventKind, Events, Subscription
 from neuavatar.messaging.message import ATTEMPT_HEADER, REASON_HEADER, STAGE_HEADER, JobMessage
 from neuavatar.messaging.publisher import Publisher
@@ -22,5 +22,5 @@ __all__ = [
     "BrokerSettings", "JobMessage", "Publisher", "Worker", "Handler", "Events", "Event", "EventKind",
     "Subscription", "EVENT_KINDS", "STAGES", "Stage", "declare_topology", "delete_topology",
     "ATTEMPT_HEADER", "REASON_HEADER", "STAGE_HEADER",
-    "MessagingError", "BadMessage", "BrokerUnavailable", "Unroutable",
+    "MessagingError", "BadMessage", "BrokerUnavailable", "Unroutable", "JobInterrupted",
 ]

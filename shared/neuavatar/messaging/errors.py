@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from neuavatar.errors import NeuAvatarError
 
-__all__ = ["MessagingError", "BadMessage", "BrokerUnavailable", "Unroutable"]
+__all__ = ["MessagingError", "BadMessage", "BrokerUnavailable", "Unroutable", "JobInterrupted"]
 
 
 class MessagingError(NeuAvatarError):
@@ -21,3 +21,9 @@ class BrokerUnavailable(MessagingError, ConnectionError):
 
 class Unroutable(MessagingError):
     """The broker accepted a mandatory message but no queue was bound to receive it."""
+
+
+class JobInterrupted(MessagingError):
+    """A handler stopped before finishing because its service is stopping. Not a failure: the
+    worker hands the message back to the broker (no ack, no attempt counted), and the next worker
+    does the job."""

@@ -12,7 +12,10 @@ For each delivery, in order:
 * handler returns -> acked;
 * handler raises, attempt < ``max_attempts`` -> the same body re-published to the queue's tail with
   ``x-neuavatar-attempt`` + 1 (confirmed), then the old one acked;
-* handler raises on the last attempt (or raises :class:`BadMessage`) -> dead-lettered with the reason.
+* handler raises on the last attempt (or raises :class:`BadMessage`) -> dead-lettered with the reason;
+* handler raises :class:`JobInterrupted` (its service is stopping) -> handed back to the broker
+  (``basic_nack`` with requeue): no attempt is counted and the next consumer gets it, flagged
+  ``redelivered``.
 
 Publishing first and acking second means a crash in between duplicates rather than loses a job.
 If the connection drops mid-job, the worker lets the handler finish, drops its ack (the broker
@@ -36,7 +39,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from neuavatar.messaging.connection import BROKER_ERRORS, classify, close_quietly, connect
-from neuavatar.messaging.errors import BadMessage
+from neuavatar.messaging.errors import BadMessage, JobInterrupted
 from neuavatar.messaging.message import ATTEMPT_HEADER, REASON_HEADER, STAGE_HEADER, JobMessage
 from neuavatar.messaging.settings import BrokerSettings, backoff_delays
 from neuavatar.messaging.topology import STAGES, Stage, declare_topology
@@ -196,6 +199,10 @@ class Worker:
 
     def _settle(self, done: _Finished) -> None:
         job, error = done.job, done.error
+        if isinstance(error, JobInterrupted):
+            log.info("worker %s: job %s interrupted (%s); handing it back to the broker", self.stage, job.job_id, error)
+            self._consume.basic_nack(done.delivery_tag, requeue=True)
+            return
         if error is None:
             log.info("worker %s: job %s done in %.2f s (attempt %d)", self.stage, job.job_id, done.seconds, job.attempt)
         else:
@@ -241,6 +248,8 @@ class Worker:
         error: BaseException | None = None
         try:
             self.handler(job)
+        except JobInterrupted as e:  # not a failure: no traceback
+            error = e
         except BaseException as e:  # the failure is data here (retry or dead-letter); the thread must report
             log.warning("worker %s: job %s raised on attempt %d", self.stage, job.job_id, job.attempt, exc_info=True)
             error = e

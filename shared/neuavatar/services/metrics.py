@@ -14,7 +14,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
-    "JOBS_RECEIVED", "JOBS_COMPLETED", "JOBS_SKIPPED", "JOBS_FAILED", "JOBS_CANCELLED", "JOBS_CREATED", "STAGE_SECONDS",
+    "JOBS_RECEIVED", "JOBS_COMPLETED", "JOBS_SKIPPED", "JOBS_FAILED", "JOBS_CANCELLED", "JOBS_INTERRUPTED", "JOBS_CREATED", "STAGE_SECONDS",
     "QUEUE_LAG_SECONDS", "GPU_MEMORY_BYTES", "TRAIN_LOSS", "TRAIN_PSNR", "CHECKPOINT_UPLOADS", "FRAMES_RENDERED",
     "STREAM_LATENCY_SECONDS", "GPU_MEMORY_TOTAL_BYTES", "LIVE_SESSIONS", "start_metrics_server", "record_gpu_memory",
 ]
@@ -33,6 +33,8 @@ JOBS_FAILED = Counter("neuavatar_jobs_failed_total", "Stage runs that failed; ou
                       "or permanent (the job failed)", ["stage", "outcome"])
 JOBS_CANCELLED = Counter("neuavatar_jobs_cancelled_total", "Stage runs stopped because their job was deleted",
                          ["stage"])
+JOBS_INTERRUPTED = Counter("neuavatar_jobs_interrupted_total", "Stage runs stopped because their service was "
+                           "stopping; the job went back to the queue", ["stage"])
 JOBS_CREATED = Counter("neuavatar_jobs_created_total", "Jobs created through the Avatars API", ["source"])
 STAGE_SECONDS = Histogram("neuavatar_stage_duration_seconds", "Wall time of a stage's run on one job, from "
                           "message to output stored", ["stage"], buckets=_LONG)

@@ -5,7 +5,10 @@ A stage's library call reports steps (``detect``, ``annotate``; ``track``; ``loa
 0-100 %, and :class:`JobReporter` turns the calls into a ``progress`` event (and a ``metrics`` event
 when live figures come along) and a record update, at most once per interval. Events are best
 effort (the record is the source of truth); a record update that finds the job deleted raises
-:class:`~neuavatar.services.jobs.JobCancelled` out of the library call, which stops the work.
+:class:`~neuavatar.services.jobs.JobCancelled` out of the library call, which stops the work. When
+the service is stopping, every report (throttled or not) raises
+:class:`~neuavatar.messaging.JobInterrupted` the same way, so the library call ends at its next
+report instead of running to its end.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from neuavatar.messaging import JobInterrupted
 from neuavatar.services import metrics
 from neuavatar.services.jobs import overall_percent
 
@@ -75,17 +79,22 @@ class JobReporter:
         emit: publishes an event (best effort).
         update: writes the job record.
         interval_seconds: at most one event (and one record write) this often.
+        stopping: set when the service stops; the next report raises JobInterrupted.
     """
 
-    def __init__(self, stage: str, plan: StepPlan, emit: EmitFn, update: UpdateFn, interval_seconds: float) -> None:
+    def __init__(self, stage: str, plan: StepPlan, emit: EmitFn, update: UpdateFn, interval_seconds: float,
+                 stopping: threading.Event | None = None) -> None:
         self.stage, self.plan, self._emit, self._update = stage, plan, emit, update
         self.interval_seconds = interval_seconds
+        self._stopping = stopping
         self.percent = 0.0
         self.figures: dict[str, float] = {}
         self._last = -math.inf
         self._lock = threading.Lock()
 
     def __call__(self, step: str, done: int, total: int | None, info: dict | None = None) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            raise JobInterrupted(f"the {self.stage} service is stopping (at {step} {done}/{total})")
         with self._lock:
             percent = self.plan.percent(step, done, total)
             if percent is not None:

@@ -12,10 +12,12 @@ trainer       -                                           ``{prefix}.jobs.train`
 renderer      ``neuavatar.v1.Renderer``                   -
 ============  ==========================================  ===============================
 
-Stopping (SIGTERM or SIGINT): health turns NOT_SERVING and in-flight calls get the API's grace
-period; the worker takes no new job; the job in hand gets ``stop_timeout_seconds`` to finish (and
-is acked). If it does not finish, the trainer uploads its latest checkpoint and the process exits
-without acking: the broker hands the job to the next worker, which resumes from that checkpoint.
+Stopping (SIGTERM or SIGINT): the worker takes no new job and the job in hand stops at its next
+progress report (:meth:`StageWorker.request_stop`): nothing of it is stored, the trainer uploads its
+latest checkpoint, and the message goes back to the broker unacked, for the next worker (which
+resumes from that checkpoint). Meanwhile health turns NOT_SERVING and in-flight calls get the API's
+grace period. A job that reaches no progress report within ``stop_timeout_seconds`` is left the
+same way, without waiting for it: the process exits (status 0) and the broker redelivers it.
 """
 
 from __future__ import annotations
@@ -129,17 +131,21 @@ class ServiceRuntime:
     def stop(self) -> bool:
         """Stop (see the module's docstring); whether no job was left unfinished."""
         finished = True
+        # The job in hand is told first, so that it winds down while the gRPC server drains.
+        if self.worker is not None:
+            self.worker.stop()
+        if self.stage_worker is not None:
+            self.stage_worker.request_stop()
         if self.server is not None:
             self.server.stop(self.settings.api.grace_seconds)
         if self.worker is not None:
-            self.worker.stop()
             if self._worker_thread is not None and self._worker_thread.is_alive():
                 self._worker_thread.join(self.settings.stop_timeout_seconds)
                 finished = not self._worker_thread.is_alive()
             if not finished and self.stage_worker is not None:
-                log.warning("%s: the job in hand did not finish within %.0f s; leaving it to the broker",
+                log.warning("%s: the job in hand did not stop within %.0f s; leaving it to the broker",
                             self.name, self.settings.stop_timeout_seconds)
-                self.stage_worker.request_stop()
+                self.stage_worker.flush_checkpoint()
         if finished:
             if self.stage_worker is not None:
                 self.stage_worker.close()

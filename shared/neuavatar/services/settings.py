@@ -73,8 +73,9 @@ class ServiceSettings:
     checkpoint_upload_seconds: float = 60.0
     """The trainer uploads its resumable checkpoint at most this often (0: every one it writes)."""
     stop_timeout_seconds: float = 30.0
-    """On SIGTERM, how long the job in hand may take to finish; after that it is left to the broker,
-    which hands it to the next worker (the trainer resumes from its last uploaded checkpoint)."""
+    """On SIGTERM the job in hand stops at its next progress report and goes back to the broker; this
+    is how long the service waits for that before it exits anyway (the broker redelivers the job
+    either way, and the trainer resumes from its last uploaded checkpoint)."""
     render_cache_size: int = 4
     """Avatars the renderer keeps loaded."""
 

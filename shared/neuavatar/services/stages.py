@@ -17,6 +17,11 @@ message, a ``failed`` event) and is raised as :class:`~neuavatar.messaging.BadMe
 worker dead-letters without retrying. Anything else (the store or broker away, a bug, a GPU fault)
 is raised as is: the worker retries it up to ``max_attempts``, and on the last attempt the job fails.
 
+Stopping (:meth:`StageWorker.request_stop`, on SIGTERM): the library call ends at its next progress
+report with :class:`~neuavatar.messaging.JobInterrupted`; nothing is stored (the output goes up in
+one put, after the call), its temporary folder is removed, the record goes back to ``queued``, the
+trainer uploads its latest checkpoint, and the worker hands the message back to the broker unacked.
+
 The avatar's id is the job's id: a redelivered train job finds the avatar it made, never a second one.
 """
 
@@ -40,6 +45,7 @@ from neuavatar.messaging import (
     Event,
     EventKind,
     Events,
+    JobInterrupted,
     JobMessage,
     Publisher,
     Stage,
@@ -126,6 +132,7 @@ class StageWorker:
         self.work_dir = Path(settings.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._run_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._preprocessor: Any = None
         self._preprocessor_config: Any = None
         self._uploader: CheckpointUploader | None = None
@@ -137,8 +144,13 @@ class StageWorker:
         return Worker(self.settings.broker, self.stage, self.handle)
 
     def request_stop(self) -> None:
-        """The service is stopping: upload the trainer's latest checkpoint now, so that whoever
-        gets the job next resumes from it."""
+        """The service is stopping: the job in hand stops at its next progress report and goes back
+        to the broker (see the module's docstring); so does any job that arrives after this."""
+        self._stopping.set()
+
+    def flush_checkpoint(self) -> None:
+        """Upload the trainer's latest checkpoint now (if it is training), so that whoever gets the
+        job next resumes from it: for a stop that cannot wait for the next progress report."""
         uploader = self._uploader
         if uploader is not None:
             try:
@@ -164,6 +176,8 @@ class StageWorker:
         metrics.JOBS_RECEIVED.labels(stage).inc()
         started = time.monotonic()
         with self._run_lock:
+            if self._stopping.is_set():  # came in as the service stops: leave it to the next worker
+                raise JobInterrupted(f"the {stage} service is stopping")
             try:
                 if self.jobs.deleted(job_id):
                     log.info("%s: job %s was deleted; dropping its message", stage, job_id)
@@ -183,6 +197,13 @@ class StageWorker:
                 metrics.JOBS_CANCELLED.labels(stage).inc()
                 self._discard(job_id)
                 return
+            except JobInterrupted as e:
+                log.info("%s: job %s interrupted after %.1f s: %s; it goes back to the queue", stage, job_id,
+                         time.monotonic() - started, e)
+                metrics.JOBS_INTERRUPTED.labels(stage).inc()
+                self._record_quietly(job_id, state="queued", stage=stage, queued_at=now_iso(),
+                                     message=f"{stage}: interrupted (the service stopped); queued again")
+                raise
             except Exception as error:
                 self._failed(job, error)
                 raise
@@ -321,7 +342,7 @@ class StageWorker:
             except Exception as e:  # a progress line is not worth failing the job for
                 log.warning("could not update the record of job %s: %s", job.job_id, e)
 
-        return JobReporter(self.stage, plan, emit, update, self.settings.progress_interval_seconds)
+        return JobReporter(self.stage, plan, emit, update, self.settings.progress_interval_seconds, self._stopping)
 
     def _fetch(self, job: JobMessage, name: str, into: Path, *, directory: bool) -> Path:
         """Download the input ``name`` of ``job`` to ``into`` (a tar object unpacked as a directory).
@@ -398,6 +419,9 @@ class StageWorker:
             with uploader:
                 result = train_avatar(dataset, tracking, out, train_config,
                                       progress=self._reporter(job, train_plan(train_config.steps, STAGES)))
+        except JobInterrupted:
+            self.flush_checkpoint()  # the next trainer resumes from the latest checkpoint
+            raise
         finally:
             self._uploader = None
         found = _RESUMED.search(result.resumed_from or "")
