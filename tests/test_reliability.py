@@ -49,6 +49,7 @@ from neuavatar.messaging import STAGES, BrokerSettings, Event, Events, JobMessag
 from neuavatar.services import JobStore, ServiceRuntime
 from neuavatar.services.jobs import resolve_run_config
 from neuavatar.services.stages import SERVICE_STAGES, output_key
+from neuavatar.services.workdir import SCRATCH_DIR
 from neuavatar.stack import rabbit
 from neuavatar.stack.rabbit import RabbitMQNotInstalled, RabbitNode
 from neuavatar.storage import keys
@@ -270,6 +271,11 @@ def test_a_stage_killed_or_stopped_mid_job_is_taken_over_and_done_once(service, 
                 time.sleep(0.2)
             left = _queues(broker)
             assert not any(left.values()), f"a message was left over or dead-lettered: {left}"
+            # The first's scratch folders are gone (SIGKILL: removed by the second as it started;
+            # SIGTERM: by the first as it stopped), and the second's hold nothing once its job is done.
+            areas = {a.name: list(a.iterdir()) for a in (tmp_path / "spawned" / SCRATCH_DIR).iterdir() if a.is_dir()}
+            assert areas and all(name.split("-")[1] == str(second.pid) and not content
+                                 for name, content in areas.items()), areas
     finally:
         _end(first)
         _end(second)
@@ -407,7 +413,7 @@ def _no_trace(store, work: Path) -> Callable[[], None]:
                  sum(_metric("neuavatar_jobs_created_total", source=s) for s in ("filename", "object_key")),
                  _metric("neuavatar_jobs_received_total", stage="preprocess"))
         assert after == before, f"a refused call left something behind: {before} -> {after}"
-        leftovers = [p for p in (work / "uploads").rglob("*")] if (work / "uploads").exists() else []
+        leftovers = list(work.rglob("upload-*"))
         assert not leftovers, f"temporary upload files left behind: {leftovers}"
     return check
 

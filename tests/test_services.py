@@ -238,6 +238,59 @@ def test_job_ids_and_options_are_checked():
             resolve_run_config(options, "cpu-smoke")
 
 
+# A worker process that claims a scratch area, leaves a job's half-made folder in it, says where,
+# and waits for its stdin to close (then releases the area) or for the test to kill it.
+_CLAIM = """
+import sys
+from pathlib import Path
+from neuavatar.services.workdir import WorkArea
+area = WorkArea.claim(Path(sys.argv[1]), sys.argv[2])
+(area.path / "train-job1-x" / "avatar").mkdir(parents=True)
+(area.path / "train-job1-x" / "avatar" / "checkpoint.pt").write_bytes(b"half written")
+print(area.path, flush=True)
+sys.stdin.read()
+area.release()
+"""
+
+
+def _claimer(work: Path, label: str) -> tuple[subprocess.Popen, Path]:
+    process = subprocess.Popen([sys.executable, "-c", _CLAIM, str(work), label], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return process, Path(process.stdout.readline().strip())
+
+
+def test_a_worker_removes_the_scratch_folders_of_dead_workers_and_no_others(tmp_path):
+    """A stage worker killed mid-job leaves its temporary folders; the next worker on the same
+    work_dir removes them when it starts, and leaves those of the workers that still run (another
+    process, or another worker in its own process)."""
+    work = tmp_path / "work"
+    dead, dead_area = _claimer(work, "track")
+    live, live_area = _claimer(work, "train")
+    workers: list[StageWorker] = []
+    try:
+        dead.kill()
+        dead.wait(10)
+        assert (dead_area / "train-job1-x" / "avatar" / "checkpoint.pt").is_file()  # what a killed worker leaves
+        for stage in ("track", "train"):
+            workers.append(StageWorker(stage, ServiceSettings(work_dir=work, device="cpu")))
+        assert not dead_area.exists() and not dead_area.with_name(dead_area.name + ".lock").exists()
+        assert (live_area / "train-job1-x" / "avatar" / "checkpoint.pt").is_file(), "a live worker's folder was removed"
+        assert all(w.scratch.path.is_dir() for w in workers), "a worker removed the other's folder"
+        assert sorted(p.name for p in (work / "scratch").iterdir() if p.is_dir()) == sorted(
+            [live_area.name, *(w.scratch.path.name for w in workers)])
+        for worker in workers:
+            worker.close()
+        live.stdin.close()
+        assert live.wait(10) == 0
+        assert list((work / "scratch").iterdir()) == [], "a worker that stopped left its folder or lock"
+    finally:
+        for process in (dead, live):
+            if process.poll() is None:
+                process.kill()
+        for worker in workers:
+            worker.close()
+
+
 # --- the job API's errors ------------------------------------------------------------------------
 
 def test_uploads_that_cannot_be_served_get_clear_status_codes(avatars, tmp_path, store):

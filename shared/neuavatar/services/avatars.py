@@ -42,6 +42,7 @@ from neuavatar.services.convert import (
 )
 from neuavatar.services.jobs import TERMINAL_STATES, JobStore, check_job_id, new_job_id, resolve_run_config
 from neuavatar.services.settings import ServiceSettings
+from neuavatar.services.workdir import WorkArea
 from neuavatar.storage import (
     ObjectNotFound,
     ObjectStore,
@@ -81,9 +82,11 @@ class AvatarsService(pb_grpc.AvatarsServicer):
         self._own_publisher = publisher is None
         self.publisher = publisher or Publisher(settings.broker)
         self.events = Events(settings.broker, self.publisher)
-        self.upload_dir = Path(settings.work_dir) / "uploads"
+        self.scratch = WorkArea.claim(Path(settings.work_dir), "uploads")
+        """Where uploads wait while they arrive (released by :meth:`close`)."""
 
     def close(self) -> None:
+        self.scratch.release()
         if self._own_publisher:
             self.publisher.close()
 
@@ -154,8 +157,7 @@ class AvatarsService(pb_grpc.AvatarsServicer):
         """Store the chunks that follow the header under ``key``, checking the size limit, the
         header's size and its SHA-256."""
         limit = self.settings.max_upload_bytes
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="upload-", dir=self.upload_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="upload-", dir=self.scratch.path) as tmp:
             path = Path(tmp) / "video"
             digest, size = hashlib.sha256(), 0
             with path.open("wb") as f:

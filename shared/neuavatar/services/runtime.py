@@ -64,6 +64,7 @@ class ServiceRuntime:
         self.name, self.settings = name, settings
         self.server: ServerThread | None = None
         self.stage_worker: StageWorker | None = None
+        self.avatars: AvatarsService | None = None
         self.worker: Worker | None = None
         self.metrics_port: int | None = None
         self.failure: BaseException | None = None
@@ -96,7 +97,8 @@ class ServiceRuntime:
             if self.name != "renderer":
                 self._publisher = Publisher(s.broker)
             if self.name == "preprocess":
-                servicers.append(AvatarsService(s, store=store, publisher=self._publisher))
+                self.avatars = AvatarsService(s, store=store, publisher=self._publisher)
+                servicers.append(self.avatars)
             if self.name == "renderer":
                 source = s3_avatar_source(store, Path(s.work_dir) / "avatars")
                 servicers.append(MeteredRendererService(source, device=s.device, cache_size=s.render_cache_size))
@@ -146,6 +148,8 @@ class ServiceRuntime:
                 log.warning("%s: the job in hand did not stop within %.0f s; leaving it to the broker",
                             self.name, self.settings.stop_timeout_seconds)
                 self.stage_worker.flush_checkpoint()
+        if self.avatars is not None:
+            self.avatars.close()
         if finished:
             if self.stage_worker is not None:
                 self.stage_worker.close()

@@ -61,7 +61,8 @@ class ServiceSettings:
     metrics_port: int = 9464
     """Port of the Prometheus metrics endpoint (``/metrics``, on the API's host); 0: a free one."""
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "neuavatar")
-    """Scratch space: each job works in a temporary folder under it; the renderer caches avatars here."""
+    """Scratch space: each worker has a folder under ``scratch/`` for its jobs (a dead worker's is removed by
+    the next to start); the renderer caches avatars here."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the tracker, trainer and renderer compute (``auto``: the GPU when there is one)."""
     preset: str = DEFAULT_PRESET

@@ -6,7 +6,8 @@ For each message (docs/services.md), :meth:`StageWorker.handle`:
    the job); marks the record running and measures the queue lag;
 2. skips the work when the stage's output already exists in S3 with a valid checksum (a
    redelivery after a crash, or the same message twice), else fetches the inputs into a temporary
-   folder under ``work_dir``, runs the library call with a progress callback that publishes
+   folder in the worker's scratch area under ``work_dir`` (:mod:`~neuavatar.services.workdir`, which
+   also removes the areas of workers that died), runs the library call with a progress callback that publishes
    throttled events and record updates, and stores the output (``put_dir``);
 3. updates the record, publishes the next stage's job (confirmed) and a ``done`` event; the worker
    acks only after the handler returned.
@@ -57,6 +58,7 @@ from neuavatar.services.checkpoints import CheckpointUploader, fetch_resume_chec
 from neuavatar.services.jobs import JobCancelled, JobStore, now_iso, overall_percent
 from neuavatar.services.reporting import JobReporter, StepPlan, preprocess_plan, track_plan, train_plan
 from neuavatar.services.settings import ServiceSettings
+from neuavatar.services.workdir import WorkArea
 from neuavatar.storage import (
     IntegrityError,
     InvalidKeyError,
@@ -130,7 +132,8 @@ class StageWorker:
         self.publisher = publisher or Publisher(settings.broker)
         self.events = Events(settings.broker, self.publisher)
         self.work_dir = Path(settings.work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.scratch = WorkArea.claim(self.work_dir, stage)
+        """This worker's own folder for its jobs' temporary folders (released by :meth:`close`)."""
         self._run_lock = threading.Lock()
         self._stopping = threading.Event()
         self._preprocessor: Any = None
@@ -160,6 +163,7 @@ class StageWorker:
 
     def close(self) -> None:
         self.close_preprocessor()
+        self.scratch.release()
         if self._own_publisher:
             self.publisher.close()
 
@@ -250,7 +254,7 @@ class StageWorker:
         """Whether ``key`` exists with content matching its checksum (downloaded to check it)."""
         if not self.store.exists(key):
             return False
-        with tempfile.TemporaryDirectory(prefix="neuavatar-check-", dir=self.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="check-", dir=self.scratch.path) as tmp:
             try:
                 self.store.get_file(key, Path(tmp) / "object")
             except (ObjectNotFound, IntegrityError) as e:
@@ -271,7 +275,7 @@ class StageWorker:
     def _run(self, job: JobMessage, config: RunConfig) -> _Outcome:
         runner = {"preprocess": self._preprocess, "track": self._track, "train": self._train}[self.stage]
         self._emit(job.job_id, "started", percent=0.0, message=f"{self.stage} started (attempt {job.attempt})")
-        with tempfile.TemporaryDirectory(prefix=f"{self.stage}-{job.job_id}-", dir=self.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{self.stage}-{job.job_id}-", dir=self.scratch.path) as tmp:
             return runner(job, config, Path(tmp))
 
     def _finish(self, job: JobMessage, outcome: _Outcome) -> None:
@@ -373,7 +377,7 @@ class StageWorker:
             result = self._preprocessor.process(video, tmp / "dataset", progress=self._reporter(job, preprocess_plan()))
         except InputError as e:  # name the upload, not the temporary copy
             raise InputError(str(e).replace(str(video), f"the video {key}")) from e
-        self.store.put_dir(output_key("preprocess", job.job_id), result.dataset_dir)
+        self.store.put_dir(output_key("preprocess", job.job_id), result.dataset_dir, scratch=tmp)
         s = result.summary
         figures = {"frames": s.get("num_frames"), "valid_frames": s.get("num_valid"), "seconds": s.get("seconds")}
         return _Outcome(f"preprocess: {s.get('num_frames', '?')} frames", _numbers(figures))
@@ -391,7 +395,7 @@ class StageWorker:
         options = replace(config.track, device=self.settings.device)
         result = track_dataset(dataset, tmp / "tracking", options, overlay=False,
                                progress=self._reporter(job, track_plan()))
-        self.store.put_dir(output_key("track", job.job_id), result.tracking_dir)
+        self.store.put_dir(output_key("track", job.job_id), result.tracking_dir, scratch=tmp)
         m = result.metrics
         figures = {k: m.get(k) for k in ("landmark_error_px", "silhouette_iou", "track_seconds")}
         return _Outcome(f"track: landmark error {m.get('landmark_error_px', float('nan')):.2f} px", _numbers(figures))
@@ -430,7 +434,7 @@ class StageWorker:
         (out / SERVICE_CONFIG_FILE).write_text(json.dumps(
             {"job_id": job_id, "config": to_dict(config), "settings": record.get("settings", {}),
              "options": record.get("options", {})}, indent=2) + "\n")
-        info = self.store.put_dir(avatar_key(job_id), out)
+        info = self.store.put_dir(avatar_key(job_id), out, scratch=tmp)
         library_meta = json.loads((out / "avatar.json").read_text())
         meta = _avatar_meta(job_id, record, library_meta, info.size_bytes, info.sha256, self.last_resumed)
         self.store.put_json(avatar_meta_key(job_id), meta)
@@ -443,7 +447,7 @@ class StageWorker:
 
     def _avatar_meta_from_archive(self, job: JobMessage) -> dict[str, Any]:
         """Rebuild a missing ``avatar.json`` from the stored archive (a crash between the two puts)."""
-        with tempfile.TemporaryDirectory(prefix="neuavatar-meta-", dir=self.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="meta-", dir=self.scratch.path) as tmp:
             out = self.store.get_dir(avatar_key(job.job_id), Path(tmp) / "avatar")
             info = self.store.stat(avatar_key(job.job_id))
             library_meta = json.loads((out / "avatar.json").read_text())

@@ -140,10 +140,14 @@ class ObjectStore:
         digest = _sha256_file(path)
         return self._put(key, lambda: open(path, "rb"), size, digest, content_type)
 
-    def put_dir(self, key: str, directory: str | os.PathLike) -> ObjectInfo:
-        """Store the tree under ``directory`` as one tar object (see :func:`~neuavatar.storage.pack_dir`)."""
+    def put_dir(self, key: str, directory: str | os.PathLike, *, scratch: str | os.PathLike | None = None) -> ObjectInfo:
+        """Store the tree under ``directory`` as one tar object (see :func:`~neuavatar.storage.pack_dir`).
+
+        Args:
+            scratch: where the tar is made (default: the system's temporary folder).
+        """
         validate_key(key)
-        with tempfile.TemporaryDirectory(prefix="neuavatar-tar-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="neuavatar-tar-", dir=scratch) as tmp:
             tar = pack_dir(directory, Path(tmp) / "dir.tar")
             return self.put_file(key, tar, content_type="application/x-tar")
 
