@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,8 +46,17 @@ from test_services import (  # the helpers of the services' own tests (fixtures:
 
 from neuavatar.api import ApiSettings, AvatarsClient, pb
 from neuavatar.config import to_dict
-from neuavatar.messaging import STAGES, BrokerSettings, Event, Events, JobMessage, Publisher
-from neuavatar.services import JobStore, ServiceRuntime
+from neuavatar.messaging import (
+    STAGES,
+    BadMessage,
+    BrokerSettings,
+    Event,
+    Events,
+    JobMessage,
+    Publisher,
+    declare_topology,
+)
+from neuavatar.services import JobStore, ServiceRuntime, StageWorker
 from neuavatar.services.jobs import resolve_run_config
 from neuavatar.services.stages import SERVICE_STAGES, output_key
 from neuavatar.services.workdir import SCRATCH_DIR
@@ -101,16 +111,19 @@ def _end(process: subprocess.Popen | None) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _submit(store, broker: BrokerSettings, job_id: str, clip: Path, **overrides: str) -> None:
-    """What CreateAvatar does: the upload, the record (tiny settings, then ``overrides``) and the preprocess job."""
+def _submit(store, broker: BrokerSettings | None, job_id: str, clip: Path, **overrides: str) -> JobMessage:
+    """What CreateAvatar does: the upload, the record (tiny settings, then ``overrides``) and the
+    preprocess job, published on ``broker`` (None: only returned)."""
     video = keys.upload_key(job_id, "mp4")
     store.put_file(video, clip)
     options = {"preset": "cpu-smoke", "size": 64, "config": {**TINY_OPTIONS, **overrides}}
     config = to_dict(resolve_run_config(options, "cpu-smoke"))
     JobStore(store).create(job_id, source="reliability", options={"name": "reliability"}, config=config)
-    with Publisher(broker) as publisher:
-        publisher.publish_job(JobMessage(job_id, "preprocess", {"video": video}, config),
-                              message_id=f"{job_id}-preprocess")
+    job = JobMessage(job_id, "preprocess", {"video": video}, config)
+    if broker is not None:
+        with Publisher(broker) as publisher:
+            publisher.publish_job(job, message_id=f"{job_id}-preprocess")
+    return job
 
 
 class _Watch:
@@ -353,6 +366,84 @@ def test_the_services_reconnect_after_a_broker_restart_and_finish_the_job(rabbit
     # redelivered the message: the second run found the tracking stored and skipped the work.
     tracked = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"track: job {job_id} done")]
     assert len(tracked) == 2 and "skipped" not in tracked[0] and "skipped" in tracked[1], tracked
+
+
+def test_a_broker_outage_neither_slows_a_stage_nor_loses_its_final_events(rabbit_node, seaweed, store, make_clip,
+                                                                          tmp_path):
+    """With the (isolated) broker down, a stage works as fast as with it up (its progress events
+    wait in a bounded queue, the oldest dropped), a job that fails says so at once, and their
+    final events (done, failed) reach the exchange once the broker is back."""
+    broker = BrokerSettings(url=rabbit_node.url, prefix=f"test-{uuid.uuid4().hex[:10]}.reliability",
+                            reconnect_initial_seconds=0.1, reconnect_max_seconds=1.0, publish_deadline_seconds=120.0)
+    clip = make_clip(HEADTURNS, 20, 160)
+    warm, failing, slowed = (uuid.uuid4().hex for _ in range(3))
+    # A durable queue bound to the jobs' events: unlike a subscriber's, it outlives the restart.
+    heard = f"{broker.prefix}.heard"
+    with _channel(broker) as channel:
+        declare_topology(channel, broker)
+        channel.queue_declare(heard, durable=True)
+        for job_id in (failing, slowed):
+            channel.queue_bind(heard, broker.events_exchange, routing_key=f"job.{job_id}.#")
+    stage = StageWorker("preprocess", _settings(seaweed, broker, tmp_path, progress_interval_seconds=0.0))
+    try:
+        started = time.monotonic()
+        stage.handle(_submit(store, None, warm, clip))  # the broker up: the time to beat
+        baseline = time.monotonic() - started
+
+        rabbit_node.stop()
+        failing_job = JobMessage(failing, "preprocess", {"video": keys.upload_key(failing, "mp4")}, {})
+        started = time.monotonic()
+        with pytest.raises(BadMessage, match="no object"):  # its video was never uploaded
+            stage.handle(failing_job)
+        fail_seconds = time.monotonic() - started
+
+        job = _submit(store, None, slowed, clip)
+        offered = stage.outbox.offered
+        outcome: list[BaseException | None] = []
+        runner = threading.Thread(target=lambda: outcome.append(_error_of(stage.handle, job)))
+        started = time.monotonic()
+        runner.start()
+        _wait_until("the dataset's upload", lambda: store.exists(keys.dataset_key(slowed)),
+                    lambda: None if runner.is_alive() else pytest.fail(f"the stage ended early: {outcome}"))
+        outage_seconds = time.monotonic() - started  # the work, without the next job's publish (it must wait)
+        queued_in_outage = stage.outbox.offered - offered
+        rabbit_node.start()
+        runner.join(WAIT_S)
+        assert outcome == [None], outcome
+
+        print(f"preprocess: {baseline:.1f} s with the broker up, {outage_seconds:.1f} s down "
+              f"({queued_in_outage} events queued meanwhile, {stage.outbox.dropped} dropped); "
+              f"a failing job in {fail_seconds:.2f} s")
+        # Published in line, every event would have waited its deadline (5 s) here.
+        assert queued_in_outage >= 5, queued_in_outage
+        assert outage_seconds <= 1.5 * baseline + 2.0, (outage_seconds, baseline)
+        assert fail_seconds < 2.0, fail_seconds
+
+        final: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(final) < 2:
+            assert time.monotonic() < deadline, f"final events missing after the broker came back: {final}"
+            with _channel(broker) as channel:
+                while (got := channel.basic_get(heard, auto_ack=True))[0] is not None:
+                    event = Event.from_json(got[2])
+                    if event.kind in ("done", "failed"):
+                        final[event.job_id] = event.kind
+            time.sleep(0.2)
+        assert final == {failing: "failed", slowed: "done"}, final
+    finally:
+        stage.close()
+    jobs = JobStore(store)
+    assert jobs.get(failing)["state"] == "failed"
+    assert (jobs.get(slowed)["state"], jobs.get(slowed)["stage"]) == ("queued", "track")
+    assert _queues(broker)[broker.job_queue("track")] == 2  # the warm-up job's and the slowed one's
+
+
+def _error_of(call: Callable[..., object], *args: object) -> BaseException | None:
+    try:
+        call(*args)
+    except BaseException as e:
+        return e
+    return None
 
 
 # --- the object store restarted mid-job ----------------------------------------------------------

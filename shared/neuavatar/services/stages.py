@@ -45,7 +45,7 @@ from neuavatar.messaging import (
     BadMessage,
     Event,
     EventKind,
-    Events,
+    EventOutbox,
     JobInterrupted,
     JobMessage,
     Publisher,
@@ -82,7 +82,6 @@ SERVICE_STAGES: dict[str, Stage] = {"preprocess": "preprocess", "tracker": "trac
 NEXT_STAGE: dict[str, Stage | None] = {"preprocess": "track", "track": "train", "train": None}
 SERVICE_CONFIG_FILE = "service_config.json"
 """Written into the avatar directory: the job's run configuration and the services' settings."""
-_EVENT_DEADLINE_SECONDS = 5.0
 _RESUMED = re.compile(r"stage (\d+), step (\d+)")
 _PERMANENT = (InputError, ConfigError, DatasetError, CheckpointError, ObjectNotFound, IntegrityError, InvalidKeyError,
               UnsafeArchiveError, BadMessage)
@@ -130,7 +129,8 @@ class StageWorker:
         self.jobs = JobStore(self.store)
         self._own_publisher = publisher is None
         self.publisher = publisher or Publisher(settings.broker)
-        self.events = Events(settings.broker, self.publisher)
+        self.outbox = EventOutbox(settings.broker)
+        """Publishes the jobs' events in the background: a broker outage never slows a job down."""
         self.work_dir = Path(settings.work_dir)
         self.scratch = WorkArea.claim(self.work_dir, stage)
         """This worker's own folder for its jobs' temporary folders (released by :meth:`close`)."""
@@ -164,6 +164,7 @@ class StageWorker:
     def close(self) -> None:
         self.close_preprocessor()
         self.scratch.release()
+        self.outbox.close()
         if self._own_publisher:
             self.publisher.close()
 
@@ -327,12 +328,14 @@ class StageWorker:
 
     def _emit(self, job_id: str, kind: EventKind, *, percent: float | None = None, message: str = "",
               metrics: dict[str, float] | None = None) -> None:
-        """Publish an event of the job; best effort (the record is the source of truth)."""
+        """Queue an event of the job; it never blocks (:class:`~neuavatar.messaging.EventOutbox`: progress
+        is best effort, ``done`` and ``failed`` wait for the broker; the record is the source of truth)."""
         try:
             event = Event(job_id, self.stage, kind, percent=percent, message=message[:2000], metrics=dict(metrics or {}))
-            self.events.publish(event, deadline_seconds=_EVENT_DEADLINE_SECONDS)
-        except Exception as e:
-            log.warning("could not publish the %s event of job %s: %s", kind, job_id, e)
+        except Exception as e:  # a figure the event refuses: not worth failing the job for
+            log.warning("could not make the %s event of job %s: %s", kind, job_id, e)
+            return
+        self.outbox.put(event)
 
     def _reporter(self, job: JobMessage, plan: StepPlan) -> JobReporter:
         def emit(kind: EventKind, **kwargs: Any) -> None:
