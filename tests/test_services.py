@@ -9,6 +9,7 @@ the avatar's quality.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -43,9 +44,10 @@ from neuavatar.messaging import (
 )
 from neuavatar.services import JobStore, ServiceRuntime, ServiceSettings, StageWorker, load_settings
 from neuavatar.services.jobs import check_job_id, resolve_run_config
+from neuavatar.services.listing import put_avatar_meta
 from neuavatar.stack.process import free_port, port_open
 from neuavatar.stack.seaweed import SeaweedServer
-from neuavatar.storage import StorageSettings, StorageUnavailable, keys
+from neuavatar.storage import ObjectStore, StorageSettings, StorageUnavailable, keys
 
 from conftest import HEADTURNS, S3_SECRET  # and the fixtures seaweed and store
 
@@ -626,7 +628,7 @@ def test_a_killed_trainer_resumes_from_its_uploaded_checkpoint(finished_job, sea
 def test_jobs_and_avatars_page_through_and_avatars_can_be_deleted(finished_job, avatars, store):
     extra = uuid.uuid4().hex  # a second job and avatar beside the finished one, whatever ran before
     JobStore(store).create(extra, source="test", options={}, config={})
-    store.put_json(keys.avatar_meta_key(extra), {"avatar_id": extra, "job_id": extra, "created": "2001-01-01T00:00:00Z"})
+    put_avatar_meta(store, {"avatar_id": extra, "job_id": extra, "created": "2001-01-01T00:00:00Z"})
     jobs = [j.job_id for j in avatars.list_jobs()]
     assert len(jobs) >= 2 and [j.job_id for j in avatars.list_jobs(page_size=1)] == jobs
     made = [a.avatar_id for a in avatars.list_avatars()]
@@ -637,6 +639,76 @@ def test_jobs_and_avatars_page_through_and_avatars_can_be_deleted(finished_job, 
     avatars.delete_avatar(doomed)
     assert _status(lambda: avatars.get_avatar(doomed))[0] == grpc.StatusCode.NOT_FOUND
     assert doomed not in [a.avatar_id for a in avatars.list_avatars()]
+
+
+def _pages(call: Callable[[str], tuple[list[str], str]]) -> list[list[str]]:
+    """Every page of a listing, each a list of ids, following next_page_token."""
+    pages, token = [], ""
+    while True:
+        ids, token = call(token)
+        pages.append(ids)
+        if not token:
+            return pages
+
+
+def test_jobs_and_avatars_are_listed_a_page_at_a_time_reading_only_that_page(seaweed, tmp_path, caplog):
+    """In a bucket of its own: jobs and avatars come newest first over several pages, a state
+    filter pages too, records from before the index are found (indexed at start-up), stale index
+    entries are dropped, and a page reads only its own records (an unreadable one on the last
+    page does not touch the first)."""
+    storage = dataclasses.replace(seaweed.settings, bucket=f"listing-{uuid.uuid4().hex[:8]}")
+    store = ObjectStore(storage)
+    store.ensure_bucket()
+    jobs = JobStore(store)
+    made = [jobs.create(f"job{i}", source="test", options={}, config={}) for i in range(7)]
+    for record in made[1::2]:
+        jobs.update(record["job_id"], state="done")
+    # Written as an older version did, without index entries: found once the job API starts.
+    legacy = {"job_id": "legacy", "state": "done", "created": "2001-01-01T00:00:00.000Z"}
+    store.put_json(keys.job_key("legacy"), legacy)
+    store.put_json(keys.avatar_meta_key("legacy-avatar"), {"avatar_id": "legacy-avatar",
+                                                           "created": "2001-01-01T00:00:00Z"})
+    for i in range(5):
+        put_avatar_meta(store, {"avatar_id": f"avatar{i}", "job_id": f"job{i}", "created": f"2024-0{i + 1}-01T00:00:00Z"})
+    newest_first = [r["job_id"] for r in sorted(made, key=lambda r: (r["created"], -int(r["job_id"][3:])),
+                                                reverse=True)] + ["legacy"]
+    broker = _namespace()
+    try:
+        with ServiceRuntime("preprocess", _settings(seaweed, broker, tmp_path, storage=storage)) as runtime, \
+                AvatarsClient(f"127.0.0.1:{runtime.port}") as avatars:
+            def job_page(token: str, size: int = 3, state: int = pb.JOB_STATE_UNSPECIFIED) -> tuple[list[str], str]:
+                page = avatars.stub.ListJobs(pb.ListJobsRequest(page_size=size, page_token=token, state=state))
+                return [j.job_id for j in page.jobs], page.next_page_token
+
+            def avatar_page(token: str) -> tuple[list[str], str]:
+                page = avatars.stub.ListAvatars(pb.ListAvatarsRequest(page_size=2, page_token=token))
+                return [a.avatar_id for a in page.avatars], page.next_page_token
+
+            assert _pages(job_page) == [newest_first[:3], newest_first[3:6], newest_first[6:]]
+            assert [j.job_id for j in avatars.list_jobs()] == newest_first  # the client CLI's way: one page
+            done = [j for j in newest_first if jobs.get(j)["state"] == "done"]
+            assert sum(_pages(lambda token: job_page(token, 2, pb.JOB_STATE_SUCCEEDED)), []) == done
+            assert _pages(avatar_page) == [["avatar4", "avatar3"], ["avatar2", "avatar1"], ["avatar0", "legacy-avatar"]]
+
+            avatars.delete_job("job2")
+            store.delete(keys.job_key("job4"))  # gone behind the index's back
+            avatars.delete_avatar("avatar3")
+            left = [j for j in newest_first if j not in ("job2", "job4")]
+            assert sum(_pages(job_page), []) == left
+            assert sum(_pages(avatar_page), []) == ["avatar4", "avatar2", "avatar1", "avatar0", "legacy-avatar"]
+            index = store.list("index/")
+            assert len(index) == len(left) + 5 and not [k for k in index if k.endswith(("-job2", "-job4", "-avatar3"))]
+
+            # An unreadable record on the last page: the first page never reads it.
+            store.put_bytes(keys.job_key(left[-2]), b"not json")
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="neuavatar.services"):
+                first, token = job_page("")
+                assert first == left[:3] and token and "skipping" not in caplog.text
+                assert sum(_pages(job_page), []) == left[:-2] + left[-1:]
+                assert f"skipping {left[-2]}" in caplog.text
+    finally:
+        _drop(broker)
 
 
 def test_the_avatar_source_fetches_once_and_again_when_the_avatar_changes(store, tmp_path):

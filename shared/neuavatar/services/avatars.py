@@ -41,6 +41,7 @@ from neuavatar.services.convert import (
     record_event,
 )
 from neuavatar.services.jobs import TERMINAL_STATES, JobStore, check_job_id, new_job_id, resolve_run_config
+from neuavatar.services.listing import avatar_index, avatar_meta, record_id
 from neuavatar.services.settings import ServiceSettings
 from neuavatar.services.workdir import WorkArea
 from neuavatar.storage import (
@@ -79,6 +80,7 @@ class AvatarsService(pb_grpc.AvatarsServicer):
         self.settings = settings
         self.store = store or ObjectStore(settings.storage)
         self.jobs = JobStore(self.store)
+        self.avatar_index = avatar_index(self.store)
         self._own_publisher = publisher is None
         self.publisher = publisher or Publisher(settings.broker)
         self.events = Events(settings.broker, self.publisher)
@@ -229,13 +231,13 @@ class AvatarsService(pb_grpc.AvatarsServicer):
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         size = _page_size(request.page_size)
-        records = await self._blocking(context, self.jobs.list)
+        state = None
         if request.state != pb.JOB_STATE_UNSPECIFIED:
             if request.state not in STATE_NAME:
                 raise ValueError(f"state {request.state} is not a JobState")
-            records = [r for r in records if r.get("state") == STATE_NAME[request.state]]
-        page, token = _page(records, request.page_token, size, "job_id")
-        return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in page], next_page_token=token)
+            state = STATE_NAME[request.state]
+        records, token = await self._blocking(context, self.jobs.page, request.page_token, size, state)
+        return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=token)
 
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         await self._blocking(context, self.jobs.delete, check_job_id(request.job_id))
@@ -256,21 +258,14 @@ class AvatarsService(pb_grpc.AvatarsServicer):
     async def ListAvatars(self, request: pb.ListAvatarsRequest, context: grpc.aio.ServicerContext
                           ) -> pb.ListAvatarsResponse:
         size = _page_size(request.page_size)
-        metas = await self._blocking(context, self._all_avatars)
-        page, token = _page(metas, request.page_token, size, "avatar_id")
-        return pb.ListAvatarsResponse(avatars=[avatar_to_proto(m) for m in page], next_page_token=token)
+        metas, token = await self._blocking(context, self.avatar_index.page, request.page_token, size)
+        return pb.ListAvatarsResponse(avatars=[avatar_to_proto(m) for m in metas], next_page_token=token)
 
-    def _all_avatars(self) -> list[dict[str, Any]]:
-        metas = []
-        for key in self.store.list("avatars/"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "avatar.json":
-                try:
-                    metas.append(self._avatar_meta(parts[1]))
-                except (NotFoundError, ValueError):  # deleted meanwhile, or not an avatar's key
-                    continue
-        metas.sort(key=lambda m: (str(m.get("created", "")), m["avatar_id"]), reverse=True)
-        return metas
+    def backfill_indexes(self) -> None:
+        """Index the jobs and avatars stored before the listing index existed (see
+        :mod:`neuavatar.services.listing`); reads only those without an entry."""
+        self.jobs.backfill_index()
+        self.avatar_index.backfill(self.store.list("avatars/"), lambda key: record_id(key, "avatar.json"))
 
     async def DeleteAvatar(self, request: pb.DeleteAvatarRequest, context: grpc.aio.ServicerContext
                            ) -> empty_pb2.Empty:
@@ -279,8 +274,11 @@ class AvatarsService(pb_grpc.AvatarsServicer):
 
     def _delete_avatar(self, avatar_id: str) -> None:
         validate_id(avatar_id, "avatar_id")
-        if not (self.store.exists(avatar_meta_key(avatar_id)) or self.store.exists(avatar_key(avatar_id))):
+        meta = avatar_meta(self.store, avatar_id)
+        if meta is None and not self.store.exists(avatar_key(avatar_id)):
             raise NotFoundError(f"no avatar {avatar_id!r}")
+        if meta is not None:
+            self.avatar_index.remove(meta)
         self.store.delete_prefix(f"avatars/{avatar_id}/")
         log.info("avatar %s deleted", avatar_id)
 
@@ -293,22 +291,6 @@ def _page_size(requested: int) -> int:
     if requested < 0:
         raise ValueError(f"page_size must not be negative, got {requested}")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _page(items: list[dict[str, Any]], token: str, size: int, id_field: str) -> tuple[list[dict[str, Any]], str]:
-    """One page of ``items`` (sorted newest first) after the item ``token`` names; (page, next token)."""
-    start = 0
-    if token:
-        created, sep, item_id = token.rpartition("|")
-        if not sep:
-            raise ValueError(f"page_token {token[:80]!r} is not one this server gave out")
-        after = (created, item_id)
-        start = next((i for i, item in enumerate(items)
-                      if (str(item.get("created", "")), item[id_field]) < after), len(items))
-    page = items[start:start + size]
-    more = start + size < len(items)
-    last = page[-1] if page else None
-    return page, (f"{last.get('created', '')}|{last[id_field]}" if more and last else "")
 
 
 def _pump(subscription: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, stop: threading.Event) -> None:

@@ -2,7 +2,8 @@
 
 The job API writes a record when it creates a job; each stage updates it as it starts, progresses
 (throttled), finishes or fails. Only one stage works on a job at a time, so a read-modify-write is
-enough. Deleting a job leaves a small tombstone (``jobs/{job_id}/deleted.json``) so that a stage
+enough. Each record has an entry in an index that lists jobs newest first without reading
+them (:mod:`neuavatar.services.listing`). Deleting a job leaves a small tombstone (``jobs/{job_id}/deleted.json``) so that a stage
 still holding one of its messages drops it instead of bringing the job back.
 
 Record fields (docs/services.md): ``job_id``, ``state`` (queued, running, done, failed), ``stage``
@@ -25,6 +26,7 @@ from neuavatar.api.errors import NotFoundError
 from neuavatar.config import from_dict, to_dict
 from neuavatar.errors import NeuAvatarError
 from neuavatar.presets import PRESETS, RunConfig
+from neuavatar.services.listing import ListingIndex, record_id
 from neuavatar.storage import ObjectNotFound, ObjectStore, job_key
 
 __all__ = ["JobState", "JobStage", "JOB_STAGES", "JobCancelled", "JobStore", "new_job_id", "check_job_id",
@@ -115,6 +117,7 @@ class JobStore:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        self.index = ListingIndex(store, "jobs", self.find)
 
     def create(self, job_id: str, *, source: str, options: Mapping[str, Any], config: Mapping[str, Any],
                stage: JobStage = "preprocess", message: str = "queued") -> dict[str, Any]:
@@ -125,6 +128,7 @@ class JobStore:
                   "options": dict(options), "config": dict(config), "settings": {}, "metrics": {},
                   "created": now, "updated": now, "queued_at": now}
         self.store.put_json(job_key(job_id), record)
+        self.index.add(record)
         return record
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -157,6 +161,7 @@ class JobStore:
                 ``create`` is False).
         """
         record = self.find(job_id)
+        new = record is None
         if record is None:
             if not create or self.deleted(job_id):
                 raise JobCancelled(f"job {job_id} was deleted")
@@ -172,23 +177,27 @@ class JobStore:
         if self.deleted(job_id):  # deleted between the read and the write: do not bring it back
             self.store.delete(job_key(job_id))
             raise JobCancelled(f"job {job_id} was deleted")
+        if new:
+            self.index.add(record)
         return record
 
     def deleted(self, job_id: str) -> bool:
         """Whether ``job_id`` was deleted (its tombstone exists)."""
         return self.store.exists(deleted_key(job_id))
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every job's record, newest first (records that vanish meanwhile are left out)."""
-        records = []
-        for key in self.store.list("jobs/"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "job.json":
-                record = self.find(parts[1]) if _JOB_ID.fullmatch(parts[1]) else None
-                if record is not None:
-                    records.append(record)
-        records.sort(key=lambda r: (str(r.get("created", "")), r["job_id"]), reverse=True)
-        return records
+    def page(self, token: str = "", size: int = 50, state: JobState | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Up to ``size`` records (in ``state``, when given), newest first, after the page ``token``;
+        (the records, the next page's token: empty after the last). Reads only the records on the
+        page (and, with ``state``, those passed over).
+
+        Raises:
+            ValueError: ``token`` is not one this store gave out.
+        """
+        return self.index.page(token, size, (lambda r: r.get("state") == state) if state else (lambda r: True))
+
+    def backfill_index(self) -> int:
+        """Index the records that have none (written before the index existed); how many."""
+        return self.index.backfill(self.store.list("jobs/"), lambda key: _valid(record_id(key, "job.json")))
 
     def delete(self, job_id: str, intermediate_prefixes: tuple[str, ...] = ("uploads", "datasets", "tracking",
                                                                             "checkpoints")) -> None:
@@ -200,6 +209,11 @@ class JobStore:
         record = self.get(job_id)
         self.store.put_json(deleted_key(job_id), {"job_id": job_id, "deleted": now_iso(),
                                                   "state": record.get("state")})
+        self.index.remove(record)
         for prefix in intermediate_prefixes:
             self.store.delete_prefix(f"{prefix}/{job_id}/")
         self.store.delete(job_key(job_id))
+
+
+def _valid(job_id: str | None) -> str | None:
+    return job_id if job_id is not None and _JOB_ID.fullmatch(job_id) else None

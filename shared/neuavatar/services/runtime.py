@@ -98,6 +98,7 @@ class ServiceRuntime:
                 self._publisher = Publisher(s.broker)
             if self.name == "preprocess":
                 self.avatars = AvatarsService(s, store=store, publisher=self._publisher)
+                self.avatars.backfill_indexes()
                 servicers.append(self.avatars)
             if self.name == "renderer":
                 source = s3_avatar_source(store, Path(s.work_dir) / "avatars")

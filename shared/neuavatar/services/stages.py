@@ -56,6 +56,7 @@ from neuavatar.presets import PRESETS, RunConfig
 from neuavatar.services import metrics
 from neuavatar.services.checkpoints import CheckpointUploader, fetch_resume_checkpoint, training_dir
 from neuavatar.services.jobs import JobCancelled, JobStore, now_iso, overall_percent
+from neuavatar.services.listing import put_avatar_meta
 from neuavatar.services.reporting import JobReporter, StepPlan, preprocess_plan, track_plan, train_plan
 from neuavatar.services.settings import ServiceSettings
 from neuavatar.services.workdir import WorkArea
@@ -440,7 +441,7 @@ class StageWorker:
         info = self.store.put_dir(avatar_key(job_id), out, scratch=tmp)
         library_meta = json.loads((out / "avatar.json").read_text())
         meta = _avatar_meta(job_id, record, library_meta, info.size_bytes, info.sha256, self.last_resumed)
-        self.store.put_json(avatar_meta_key(job_id), meta)
+        put_avatar_meta(self.store, meta)
         m = meta["metrics"]
         text = f"avatar {job_id} ready" + (f": PSNR {m['psnr']:.2f} dB" if "psnr" in m else "")
         changes: dict[str, Any] = {"avatar_id": job_id}
@@ -456,7 +457,7 @@ class StageWorker:
             library_meta = json.loads((out / "avatar.json").read_text())
         meta = _avatar_meta(job.job_id, self.jobs.find(job.job_id) or {}, library_meta, info.size_bytes,
                             info.sha256, None)
-        self.store.put_json(avatar_meta_key(job.job_id), meta)
+        put_avatar_meta(self.store, meta)
         return meta
 
 

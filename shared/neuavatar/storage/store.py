@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import tempfile
@@ -290,6 +291,23 @@ class ObjectStore:
         def operation() -> list[str]:
             objects = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
             return sorted(o.object_name for o in objects if o.object_name and not o.is_dir)
+        return self._retry("list", operation, prefix or None)
+
+    def list_after(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after`` (UTF-8 byte order, as S3
+        lists them): one page of a listing, without listing the rest.
+
+        Raises:
+            ValueError: ``limit`` is not positive.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+
+        def operation() -> list[str]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True,
+                                                start_after=start_after or None)
+            return [o.object_name for o in itertools.islice((o for o in objects if o.object_name and not o.is_dir),
+                                                            limit)]
         return self._retry("list", operation, prefix or None)
 
     # -- deletes -----------------------------------------------------------------------------
