@@ -27,6 +27,10 @@ def build() -> None:
     built = sorted(root.glob("nvdiffrast_plugin*/*.so"))
     if not built:
         sys.exit(f"nvdiffrast's plugin was not compiled into {root}")
+    # Only the module is loaded at run time: the objects and ninja files (~30 MB) stay out of the image.
+    for path in root.glob("nvdiffrast_plugin*/*"):
+        if path.suffix != ".so":
+            path.unlink()
     from gsplat import csrc  # noqa: F401  (ImportError: gsplat was installed from a wheel without kernels)
 
     print("built:", *built, "and gsplat.csrc", sep="\n  ")
