@@ -10,7 +10,9 @@ the avatar's quality.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -45,6 +48,7 @@ from neuavatar.messaging import (
 from neuavatar.services import JobStore, ServiceRuntime, ServiceSettings, StageWorker, load_settings
 from neuavatar.services.jobs import check_job_id, resolve_run_config
 from neuavatar.services.listing import put_avatar_meta
+from neuavatar.services.logs import JsonFormatter, job_context
 from neuavatar.stack.process import free_port, port_open
 from neuavatar.stack.seaweed import SeaweedServer
 from neuavatar.storage import ObjectStore, StorageSettings, StorageUnavailable, keys
@@ -215,7 +219,7 @@ def test_settings_come_from_file_then_environment_then_flags_and_hide_secrets(tm
     for bad, expect in (({"NEUAVATAR_METRICS_PORT": "lots"}, "metrics_port"), ({"NEUAVATAR_PRESET": "huge"}, "huge"),
                         ({"NEUAVATAR_S3_ENDPOINT": "http://x:1"}, "host:port"),
                         ({"NEUAVATAR_API_TOKEN": "a", "NEUAVATAR_API_TOKEN_FILE": str(token)}, "not both"),
-                        ({"NEUAVATAR_DEVICE": "tpu"}, "tpu")):
+                        ({"NEUAVATAR_DEVICE": "tpu"}, "tpu"), ({"NEUAVATAR_LOG_FORMAT": "xml"}, "log_format")):
         with pytest.raises(ConfigError, match=expect):
             load_settings(environ=bad)
     with pytest.raises(ConfigError, match="unknown setting"):
@@ -669,7 +673,8 @@ def test_jobs_and_avatars_are_listed_a_page_at_a_time_reading_only_that_page(sea
     store.put_json(keys.avatar_meta_key("legacy-avatar"), {"avatar_id": "legacy-avatar",
                                                            "created": "2001-01-01T00:00:00Z"})
     for i in range(5):
-        put_avatar_meta(store, {"avatar_id": f"avatar{i}", "job_id": f"job{i}", "created": f"2024-0{i + 1}-01T00:00:00Z"})
+        put_avatar_meta(store, {"avatar_id": f"avatar{i}", "job_id": f"job{i}",
+                                "created": f"2024-0{i + 1}-01T00:00:00Z"})
     newest_first = [r["job_id"] for r in sorted(made, key=lambda r: (r["created"], -int(r["job_id"][3:])),
                                                 reverse=True)] + ["legacy"]
     broker = _namespace()
@@ -739,3 +744,57 @@ def test_service_modules_do_not_log_secrets(caplog, seaweed, broker, tmp_path):
         with ServiceRuntime("renderer", settings):
             pass
     assert "starting the renderer service" in caplog.text and SECRET not in caplog.text
+
+
+def test_json_logs_are_one_object_per_line_naming_the_job_and_hiding_secrets(seaweed, tmp_path):
+    """``neuavatar serve tracker`` with NEUAVATAR_LOG_FORMAT=json, given a job that fails: every line
+    it writes is a JSON object with time, level, logger and message; the job's lines carry its
+    job_id and stage; no secret appears, not even inside an exception's message."""
+    broker = _namespace()
+    log = tmp_path / "tracker.log"
+    process = _serve("tracker", _service_env(seaweed, broker, tmp_path, NEUAVATAR_LOG_FORMAT="json"), log,
+                     "--api-port", "0", "--metrics-port", "0")
+    job_id = uuid.uuid4().hex
+    try:
+        with Publisher(broker) as publisher, Events(broker).subscribe(job_id, timeout_seconds=60) as events:
+            publisher.publish_job(JobMessage(job_id, "track", {"dataset": keys.dataset_key(job_id)}, {}))
+            assert any(e.kind == "failed" for e in events), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _drop(broker)
+    text = log.read_text()
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"line {number} is not JSON: {line!r}")
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= set(line), line
+        assert datetime.fromisoformat(line["time"].replace("Z", "+00:00")).tzinfo is not None
+    about = [line for line in lines if line.get("job_id") == job_id]
+    assert any(a["level"] == "ERROR" and a["stage"] == "track" and a["logger"] == "neuavatar.services"
+               and "failed" in a["message"] for a in about), about
+    assert any(a["logger"] == "neuavatar.messaging.worker" and "dead-lettering" in a["message"] for a in about), about
+    assert any(line["message"] == "tracker service stopped" for line in lines)
+    assert SECRET not in text and "guest:guest" not in text
+
+    # A secret that a library echoes back (here in an exception) is hidden too.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter([SECRET]))
+    logger = logging.getLogger(f"test.json.{uuid.uuid4().hex}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        raise PermissionError(f"signature mismatch for key {SECRET}")
+    except PermissionError:
+        with job_context("job-7", "train"):
+            logger.exception("upload of %s failed", SECRET)
+    line = json.loads(out.getvalue())
+    assert (line["job_id"], line["stage"], line["level"]) == ("job-7", "train", "ERROR")
+    assert line["message"] == "upload of *** failed" and "PermissionError: signature mismatch for key ***" in \
+        line["exception"] and SECRET not in out.getvalue()

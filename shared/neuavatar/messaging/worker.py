@@ -193,28 +193,30 @@ class Worker:
             self._in_flight.pop((done.generation, done.delivery_tag), None)
             if done.generation != self._generation:
                 log.warning("worker %s: job %s finished after its connection was lost; the broker redelivers it",
-                            self.stage, done.job.job_id)
+                            self.stage, done.job.job_id, extra=_about(done.job, self.stage))
                 continue
             self._settle(done)
 
     def _settle(self, done: _Finished) -> None:
         job, error = done.job, done.error
         if isinstance(error, JobInterrupted):
-            log.info("worker %s: job %s interrupted (%s); handing it back to the broker", self.stage, job.job_id, error)
+            log.info("worker %s: job %s interrupted (%s); handing it back to the broker", self.stage, job.job_id,
+                     error, extra=_about(job, self.stage))
             self._consume.basic_nack(done.delivery_tag, requeue=True)
             return
         if error is None:
-            log.info("worker %s: job %s done in %.2f s (attempt %d)", self.stage, job.job_id, done.seconds, job.attempt)
+            log.info("worker %s: job %s done in %.2f s (attempt %d)", self.stage, job.job_id, done.seconds,
+                     job.attempt, extra=_about(job, self.stage))
         else:
             reason = f"{type(error).__name__}: {error}"[:_MAX_HEADER_CHARS]
             if isinstance(error, BadMessage) or job.attempt >= self.settings.max_attempts:
                 log.error("worker %s: job %s failed on attempt %d/%d (%s); dead-lettering", self.stage, job.job_id,
-                          job.attempt, self.settings.max_attempts, reason)
+                          job.attempt, self.settings.max_attempts, reason, extra=_about(job, self.stage))
                 self._dead_letter(done.body, done.properties, f"failed on attempt {job.attempt} of "
                                   f"{self.settings.max_attempts}: {reason}", attempt=job.attempt)
             else:
                 log.warning("worker %s: job %s failed on attempt %d/%d (%s); retrying", self.stage, job.job_id,
-                            job.attempt, self.settings.max_attempts, reason)
+                            job.attempt, self.settings.max_attempts, reason, extra=_about(job, self.stage))
                 headers = {**(done.properties.headers or {}), ATTEMPT_HEADER: job.attempt + 1, ERROR_HEADER: reason}
                 self._publish.basic_publish("", self.queue, done.body, _copy(done.properties, headers), mandatory=True)
         self._consume.basic_ack(done.delivery_tag)
@@ -238,7 +240,7 @@ class Worker:
         while not self._finished.empty():
             done = self._finished.get_nowait()
             log.warning("worker %s: job %s finished after its connection was lost; the broker redelivers it",
-                        self.stage, done.job.job_id)
+                        self.stage, done.job.job_id, extra=_about(done.job, self.stage))
 
     # Handler threads --------------------------------------------------------------------------
 
@@ -251,7 +253,8 @@ class Worker:
         except JobInterrupted as e:  # not a failure: no traceback
             error = e
         except BaseException as e:  # the failure is data here (retry or dead-letter); the thread must report
-            log.warning("worker %s: job %s raised on attempt %d", self.stage, job.job_id, job.attempt, exc_info=True)
+            log.warning("worker %s: job %s raised on attempt %d", self.stage, job.job_id, job.attempt, exc_info=True,
+                        extra=_about(job, self.stage))
             error = e
         self._finished.put(_Finished(generation, delivery_tag, job, body, properties, error,
                                      time.monotonic() - started))
@@ -263,6 +266,11 @@ class Worker:
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.add_callback_threadsafe(lambda: None)
+
+
+def _about(job: JobMessage, stage: str) -> dict[str, str]:
+    """The job a log line is about, for formats that show it apart (JSON logs)."""
+    return {"job_id": job.job_id, "stage": stage}
 
 
 def _copy(properties: BasicProperties, headers: dict[str, Any]) -> BasicProperties:

@@ -151,7 +151,7 @@ class AvatarsService(pb_grpc.AvatarsServicer):
             await asyncio.to_thread(self._quietly_fail, job_id, "the job could not be queued: the broker is unavailable")
             raise
         metrics.JOBS_CREATED.labels(source).inc()
-        log.info("job %s created from %s (%s)", job_id, name, video_key)
+        log.info("job %s created from %s (%s)", job_id, name, video_key, extra={"job_id": job_id})
         return job_to_proto(record)
 
     async def _receive(self, requests: AsyncIterator[pb.CreateAvatarRequest], context: grpc.aio.ServicerContext,
@@ -241,7 +241,7 @@ class AvatarsService(pb_grpc.AvatarsServicer):
 
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         await self._blocking(context, self.jobs.delete, check_job_id(request.job_id))
-        log.info("job %s deleted", request.job_id)
+        log.info("job %s deleted", request.job_id, extra={"job_id": request.job_id})
         return empty_pb2.Empty()
 
     # --- avatars ----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Literal, get_args
 from neuavatar.api.server import ServerThread
 from neuavatar.messaging import Publisher, Worker
 from neuavatar.services.avatars import AvatarsService
+from neuavatar.services.logs import configure_logging
 from neuavatar.services.metrics import start_metrics_server
 from neuavatar.services.renderer import MeteredRendererService, s3_avatar_source
 from neuavatar.services.settings import ServiceSettings
@@ -189,6 +190,7 @@ def run_service(name: ServiceName, settings: ServiceSettings) -> int:
         MessagingError: the broker refused the worker (wrong login, a queue declared otherwise).
         StorageError, ConfigError: as :meth:`ServiceRuntime.start`.
     """
+    configure_logging(settings.log_format, settings.secrets())
     logging.getLogger("pika").setLevel(logging.WARNING)  # one line per connection event is too many
     stop = threading.Event()
     runtime = ServiceRuntime(name, settings)

@@ -79,6 +79,9 @@ class ServiceSettings:
     either way, and the trainer resumes from its last uploaded checkpoint)."""
     render_cache_size: int = 4
     """Avatars the renderer keeps loaded."""
+    log_format: Literal["text", "json"] = "text"
+    """``text`` (``LEVEL message``) or ``json``: one object per line with time, level, logger, message, and
+    job_id and stage where known (``NEUAVATAR_LOG_FORMAT``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.metrics_port <= 65535:
@@ -94,6 +97,13 @@ class ServiceSettings:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.render_cache_size < 1:
             raise ConfigError(f"render_cache_size must be at least 1, got {self.render_cache_size}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
+
+    def secrets(self) -> list[str]:
+        """The secret values (the broker URL's password, the S3 keys, the API token) that are set."""
+        return [s for s in (urlsplit(self.broker.url).password, self.storage.access_key, self.storage.secret_key,
+                            self.api.token) if s]
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data without secrets: what is logged and saved with a job's outputs."""

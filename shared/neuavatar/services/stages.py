@@ -57,6 +57,7 @@ from neuavatar.services import metrics
 from neuavatar.services.checkpoints import CheckpointUploader, fetch_resume_checkpoint, training_dir
 from neuavatar.services.jobs import JobCancelled, JobStore, now_iso, overall_percent
 from neuavatar.services.listing import put_avatar_meta
+from neuavatar.services.logs import job_context
 from neuavatar.services.reporting import JobReporter, StepPlan, preprocess_plan, track_plan, train_plan
 from neuavatar.services.settings import ServiceSettings
 from neuavatar.services.workdir import WorkArea
@@ -181,7 +182,7 @@ class StageWorker:
         stage, job_id = self.stage, job.job_id
         metrics.JOBS_RECEIVED.labels(stage).inc()
         started = time.monotonic()
-        with self._run_lock:
+        with self._run_lock, job_context(job_id, stage):
             if self._stopping.is_set():  # came in as the service stops: leave it to the next worker
                 raise JobInterrupted(f"the {stage} service is stopping")
             try:
