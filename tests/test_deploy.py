@@ -103,9 +103,9 @@ def validate_manifests(text: str) -> list[dict]:
     run = _run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, "-"], stdin=text)
     assert run.returncode == 0, f"kubernetes-validate --strict refused the manifests:\n{run.stdout}{run.stderr}"
     docs = [d for d in yaml.safe_load_all(text) if d]
-    unchecked = {d["kind"] for d in docs} - CUSTOM_KINDS
-    warned = {m for m in re.findall(r"schema for kind (\w+)", run.stdout)}
-    assert not warned & unchecked, f"kubernetes-validate has no schema for {warned & unchecked}:\n{run.stdout}"
+    # It only warns when it has no schema for a kind: that may be so for the CRDs' kinds alone.
+    unvalidated = set(re.findall(r"schema for kind (\w+)", run.stdout)) - CUSTOM_KINDS
+    assert not unvalidated, f"kubernetes-validate has no schema for {unvalidated}:\n{run.stdout}"
     return docs
 
 
