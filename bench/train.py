@@ -2,7 +2,8 @@
 
 For each video: preprocess (512x512, all frames), track, and train with the preset's settings;
 report PSNR, SSIM, MS-SSIM and L1 on the held-out last 15% of frames (beside the mean-image
-baseline), training time (dataset + tracking -> checkpoint: loading, the three stages, evaluation
+baseline; "refined": the PSNR once the frozen avatar has refined those frames' tracking, with
+``eval_refine_steps`` set), training time (dataset + tracking -> checkpoint: loading, the three stages, evaluation
 and writing), and peak GPU memory.
 
     python bench/train.py --videos ../shared/data/videos/train_*.mp4 --sample-seconds 60 --json bench/out/train.json
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE;...",
                         help="also train each video with these settings changed (TOML values), e.g. "
                              "'no-refine:lr_tracking=[0,0,0]'; repeatable")
+    parser.add_argument("--skip-default", action="store_true", help="train only the --variant settings")
     parser.add_argument("--work", type=Path, help="keep datasets, trackings and avatars here (default: a temp dir)")
     parser.add_argument("--pictures", type=Path, help="copy each avatar's side_by_side.png here")
     parser.add_argument("--json", type=Path, default=Path("bench/out/train.json"))
@@ -55,6 +57,8 @@ def main() -> None:
         name, _, settings = spec.partition(":")
         overrides = tomllib.loads(settings.replace(";", "\n"))
         variants[name] = from_dict(type(train_config), {**asdict(train_config), **overrides}, where=f"variant {name}")
+    if args.skip_default and len(variants) > 1:
+        del variants["default"]
     work = args.work or Path(tempfile.mkdtemp(prefix="neuavatar-train-"))
     videos = list(args.videos)
     if args.sample_seconds:
@@ -79,7 +83,9 @@ def main() -> None:
                         "outline_error_share", "train_seconds", "load_seconds", "num_gaussians", "size", "device")
                 row = {"video": video.name, "variant": variant, "frames": m["train_frames"] + m["eval_frames"],
                        "train_frames": m["train_frames"], "eval_frames": m["eval_frames"], **{k: m[k] for k in keys},
-                       "wall_seconds": wall, "peak_gpu_memory_gb": m.get("peak_gpu_memory_gb")}
+                       "wall_seconds": wall, "peak_gpu_memory_gb": m.get("peak_gpu_memory_gb"),
+                       **{k: m[k] for k in ("psnr_refined", "ssim_refined", "eval_tracking_correction",
+                                            "train_tracking_correction") if k in m}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.pictures:
@@ -95,13 +101,15 @@ def main() -> None:
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\navatar training benchmark on {device} (preset {args.preset}, steps {list(train_config.steps)})")
     head = (f"{'video':<28} {'variant':<12} {'frames':>6} {'PSNR':>6} {'SSIM':>6} {'MS-SSIM':>7} {'L1':>6} {'base':>6} "
-            f"{'fit':>6} {'edge%':>5} {'train s':>7} {'wall s':>7} {'GPU GB':>6}")
+            f"{'fit':>6} {'edge%':>5} {'refined':>7} {'train s':>7} {'wall s':>7} {'GPU GB':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         gb = r["peak_gpu_memory_gb"]
+        refined = f"{r['psnr_refined']:.2f}" if "psnr_refined" in r else "-"
         print(f"{r['video'][:28]:<28} {r['variant'][:12]:<12} {r['frames']:>6} {r['psnr']:>6.2f} {r['ssim']:>6.4f} {r['ms_ssim']:>7.4f} "
-              f"{r['l1']:>6.4f} {r['baseline_psnr']:>6.2f} {r['train_psnr']:>6.2f} {100 * r['outline_error_share']:>5.0f} {r['train_seconds']:>7.1f} {r['wall_seconds']:>7.1f} "
+              f"{r['l1']:>6.4f} {r['baseline_psnr']:>6.2f} {r['train_psnr']:>6.2f} {100 * r['outline_error_share']:>5.0f} "
+              f"{refined:>7} {r['train_seconds']:>7.1f} {r['wall_seconds']:>7.1f} "
               f"{(f'{gb:.1f}' if gb else '-'):>6}")
     print(f"(json: {args.json})")
 

@@ -39,7 +39,8 @@ PRESETS: dict[str, RunConfig] = {
         track=TrackerOptions(device="cpu", landmark_steps=200, photometric_steps=(60,), photometric_sizes=(128,),
                              batch_frames=16, texture_size=128),
         train=AvatarConfig(size=128, gaussians_per_triangle=1, device="cpu", steps=(100, 500, 200),
-                           batch_size=(4, 2, 2), checkpoint_every=200, eval_frames=24, reenact_frames=48),
+                           batch_size=(4, 2, 2), checkpoint_every=200, eval_frames=24, reenact_frames=48,
+                           eval_refine_steps=0),
     ),
 }
 DEFAULT_PRESET = "gpu"

@@ -79,6 +79,13 @@ class AvatarConfig:
     lr_rotation: Stage3 = (0.0, 1e-3, 5e-4)
     """Step size of the Gaussians' rotations (quaternions)."""
 
+    lr_tracking: Stage3 = (0.0, 0.0, 0.0)
+    """Step size of the per-frame corrections of the tracking (``refine``) on training frames."""
+
+    refine: tuple[str, ...] = ("rotation", "translation")
+    """Head parameters the avatar refines per frame (``lr_tracking`` on training frames,
+    ``eval_refine_steps`` on held-out ones): any of expression, jaw, neck, eyes, rotation, translation."""
+
     # --- losses: per-stage weights ------------------------------------------------------------
     w_l1: Stage3 = (0.0, 0.8, 0.8)
     """Weight of the L1 colour error (the geometry stage renders no colour)."""
@@ -121,6 +128,13 @@ class AvatarConfig:
     eval_frames: int = 0
     """Validation frames evaluated (0: all of them)."""
 
+    eval_refine_steps: int = 50
+    """Also evaluate with each validation frame's ``refine`` parameters fitted to its image, the
+    avatar frozen, in this many steps (0: not); reported as ``psnr_refined`` and so on."""
+
+    eval_refine_lr: float = 2e-3
+    """Adam step size of that fit."""
+
     reenact_frames: int = 250
     """Validation frames in the reenactment clip (0: none)."""
 
@@ -138,6 +152,10 @@ class AvatarConfig:
             points = getattr(self, name)
             if not points or any(b[1] < a[1] for a, b in zip(points, points[1:])):
                 raise ValueError(f"{name}: give (value, epoch) fix-points with increasing epochs")
+        from neuavatar.avatar.refine import REFINABLE
+
+        if set(self.refine) - set(REFINABLE):
+            raise ValueError(f"refine: choose from {', '.join(REFINABLE)}, got {list(self.refine)}")
         if any(not 0 <= c <= 1 for c in self.background):
             raise ValueError("background colours must lie in [0, 1]")
 

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from neuavatar.avatar.data import AvatarData, Batch
 from neuavatar.avatar.model import Avatar
+from neuavatar.avatar.refine import refine_frames
 from neuavatar.metrics.image import l1, ms_ssim, psnr, ssim
 from neuavatar.progress import Progress, no_progress
 from neuavatar.video import VideoWriter
@@ -53,8 +54,8 @@ def outline_band(mask: Tensor, width: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backend: str = "auto", lpips=None,
-                    chunk: int = 8, train_frames: int = 32, progress: Progress = no_progress
-                    ) -> tuple[dict, dict[str, np.ndarray]]:
+                    chunk: int = 8, train_frames: int = 32, refine: tuple[str, ...] = (), refine_steps: int = 0,
+                    refine_lr: float = 2e-3, progress: Progress = no_progress) -> tuple[dict, dict[str, np.ndarray]]:
     """PSNR, SSIM, MS-SSIM, L1 (and LPIPS when given) of renders of the validation frames against
     their targets, with the same figures for the mean training image.
 
@@ -62,6 +63,11 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
     squared error within 1/64 of the image of the person's outline (misplaced hair edges against the
     background), and ``train_psnr`` on ``train_frames`` training frames (how well the avatar fits what
     it saw, against how well it generalises).
+
+    With ``refine_steps``, the frames are also rendered with their ``refine`` parameters fitted to
+    their images by the frozen avatar (``neuavatar.avatar.refine``): ``psnr_refined``,
+    ``ssim_refined``, ``l1_refined`` and the mean corrections ``eval_tracking_correction`` say how
+    much of the error is the tracking's.
 
     Returns:
         the means (and which frames), and per-frame arrays.
@@ -92,8 +98,22 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
         if lpips is not None:
             per_frame["lpips"].append(lpips(pred, batch.target))
         progress("evaluate", min(len(ids), (k + 1) * chunk), len(ids))
+    if refine_steps and refine:
+        per_frame.update(psnr_refined=[], ssim_refined=[], l1_refined=[])
+        corrections = {n: 0.0 for n in refine}
+        for k, chunk_ids in enumerate(ids.split(chunk)):
+            params, sizes = refine_frames(avatar, data, chunk_ids, refine, refine_steps, refine_lr, backend=backend)
+            batch = data.batch(chunk_ids)
+            pred = avatar(params, batch.intrinsics, data.size, data.background, backend=backend).colour.clamp(0, 1)
+            per_frame["psnr_refined"].append(psnr(pred, batch.target))
+            per_frame["ssim_refined"].append(ssim(pred, batch.target))
+            per_frame["l1_refined"].append(l1(pred, batch.target))
+            corrections = {n: v + sizes[n] * len(chunk_ids) / len(ids) for n, v in corrections.items()}
+            progress("refine", min(len(ids), (k + 1) * chunk), len(ids))
     arrays = {k: torch.cat(v).float().cpu().numpy() for k, v in per_frame.items()}
     metrics = {k: float(np.mean(v)) for k, v in arrays.items()}
+    if refine_steps and refine:
+        metrics["eval_tracking_correction"] = corrections
     metrics.update(eval_split=split, eval_frames=int(len(ids)))
     if train_frames and split == "val":
         fit = [psnr(pred, batch.target) for batch, pred in

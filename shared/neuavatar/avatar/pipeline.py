@@ -150,13 +150,19 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     train_seconds = time.perf_counter() - train_started
 
     avatar.eval()
+    # the training frames as the avatar saw them (refined tracking, where it was refined)
+    with torch.no_grad():
+        data.params = trainer.corrections(data.params, torch.arange(data.num_frames, device=device))
     lpips = None
     if lpips_weights:
         from neuavatar.metrics.lpips import load_lpips
 
         lpips = load_lpips(lpips_weights, device=device)
     metrics, per_frame = evaluate_avatar(avatar, data, frames=config.eval_frames, backend=config.render_backend,
-                                         lpips=lpips, progress=progress)
+                                         lpips=lpips, progress=progress, refine=tuple(config.refine),
+                                         refine_steps=config.eval_refine_steps, refine_lr=config.eval_refine_lr)
+    if any(config.lr_tracking):
+        metrics["train_tracking_correction"] = trainer.corrections.magnitude(data.train_ids.to(device))
     metrics.update(train_seconds=train_seconds, train_seconds_total=state.seconds, load_seconds=load_seconds,
                    device=str(device), num_gaussians=len(avatar.gaussians), size=config.size,
                    steps=list(config.steps), train_frames=int(len(data.train_ids)))

@@ -7,6 +7,9 @@ Per step, a random batch of training frames with their tracked head parameters:
                    + Gaussian terms                                   (the mesh is frozen)
     joint        both, every part learning
 
+Where ``lr_tracking`` is set, each training frame's tracked parameters θ_t are corrected by a
+learned Δ_t in that stage (``neuavatar.avatar.refine``).
+
     mesh terms      w_lap |L δ|² + w_normal (1 - n_f · n_g) + w_offset |δ|² (face weighted)
     Gaussian terms  w_position relu(|p| - 1)² + w_scale relu(s - s_max)² + w_opacity H(o)
 
@@ -29,6 +32,7 @@ from neuavatar.avatar.config import STAGES, AvatarConfig, schedule_value
 from neuavatar.avatar.data import AvatarData, Batch
 from neuavatar.avatar.mesh import adjacent_faces, laplacian, normal_consistency_loss, uniform_laplacian_loss
 from neuavatar.avatar.model import Avatar, mesh_coverage
+from neuavatar.avatar.refine import FrameCorrections
 from neuavatar.metrics.image import dssim_loss
 from neuavatar.progress import Progress, no_progress
 
@@ -61,6 +65,8 @@ class AvatarTrainer:
         if face is not None:
             weight[face.to(data.device).bool()] = 10.0
         self.offset_weight = weight
+        # per-frame corrections of the tracking, for every frame (only training frames' ever move)
+        self.corrections = FrameCorrections(data.params, tuple(config.refine)).to(data.device)
         self.state = TrainState()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -79,7 +85,9 @@ class AvatarTrainer:
             ("lr_scale", [g.log_scale]),
             ("lr_rotation", [g.rotation]),
         ]
-        for p in a.parameters():
+        if c.stage("lr_tracking", stage) > 0:
+            groups.append(("lr_tracking", list(self.corrections.parameters())))
+        for p in [*a.parameters(), *self.corrections.parameters()]:
             p.requires_grad_(False)
         params = []
         for name, ps in groups:
@@ -87,7 +95,9 @@ class AvatarTrainer:
             if lr > 0:
                 for p in ps:
                     p.requires_grad_(True)
-                params.append({"params": ps, "lr": lr, "name": name})
+                # Gaussians take 3DGS's tiny epsilon; the tracking's corrections see a few noisy
+                # gradients per epoch, which that epsilon would turn into full-size random steps
+                params.append({"params": ps, "lr": lr, "name": name, "eps": 1e-8 if name == "lr_tracking" else 1e-15})
         fused = self.data.device.type == "cuda"
         return torch.optim.Adam(params, eps=1e-15, fused=fused) if params else torch.optim.SGD([torch.zeros(1)], lr=0)
 
@@ -114,13 +124,14 @@ class AvatarTrainer:
         w_sil = schedule_value(c.w_silhouette, epoch)
         w_hair = schedule_value(c.w_semantic_hair, epoch)
         hair_pixels = batch.hair.sum().clamp_min(1)
+        params = self.corrections(batch.params, batch.ids)
         if stage == 0:
-            vertices, offsets = self.avatar.mesh(batch.params)
+            vertices, offsets = self.avatar.mesh(params)
             cover = mesh_coverage(vertices, self.faces, batch.intrinsics, self.data.size)
             out["w_silhouette"] = w_sil * (cover - batch.mask).abs().mean()
             out["w_semantic_hair"] = w_hair * ((1 - cover) * batch.hair).sum() / hair_pixels
         else:
-            render = self.avatar(batch.params, batch.intrinsics, self.data.size, self.data.background,
+            render = self.avatar(params, batch.intrinsics, self.data.size, self.data.background,
                                  backend=c.render_backend)
             colour, vertices, offsets = render.colour, render.vertices, render.offsets
             out["w_l1"] = c.stage("w_l1", stage) * (colour - batch.target).abs().mean()
@@ -191,6 +202,7 @@ class AvatarTrainer:
         st = self.state
         return {
             "model": self.avatar.state_dict(),
+            "corrections": self.corrections.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "stage": st.stage, "stage_step": st.stage_step, "frames_seen": st.frames_seen,
             "seconds": st.seconds, "history": st.history,
@@ -200,6 +212,8 @@ class AvatarTrainer:
     def load_state_dict(self, data: dict) -> None:
         """Continue from a checkpoint written by :meth:`state_dict` (the avatar's weights included)."""
         self.avatar.load_state_dict(data["model"])
+        if "corrections" in data:
+            self.corrections.load_state_dict(data["corrections"])
         st = self.state
         st.stage, st.stage_step = int(data["stage"]), int(data["stage_step"])
         st.frames_seen, st.seconds = int(data.get("frames_seen", 0)), float(data.get("seconds", 0.0))
