@@ -103,7 +103,10 @@ class ServiceRuntime:
                 servicers.append(self.avatars)
             if self.name == "renderer":
                 source = s3_avatar_source(store, Path(s.work_dir) / "avatars")
-                servicers.append(MeteredRendererService(source, device=s.device, cache_size=s.render_cache_size))
+                # compiled kernels kept with the service's files: a restart loads avatars in seconds
+                os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(s.work_dir) / "inductor"))
+                servicers.append(MeteredRendererService(source, device=s.device, cache_size=s.render_cache_size,
+                                                        compile=s.render_compile))
             self.server = ServerThread(servicers, s.api)
             self.server.run(_quiet_poller_noise())
             stage = SERVICE_STAGES.get(self.name)
