@@ -9,15 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from neuavatar.errors import ConfigError
-from neuavatar.stack.process import free_port
-from neuavatar.stack.seaweed import SeaweedServer, weed_binary
-from neuavatar.storage import ObjectStore, StorageSettings
 from neuavatar.video import VideoWriter, read_frames
+
+if TYPE_CHECKING:
+    from neuavatar.stack.seaweed import SeaweedServer
+    from neuavatar.storage import ObjectStore
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shared clips beside the checkout; a GPU host that got copies of some of them names their folder.
@@ -129,8 +131,13 @@ def tiny_avatar(headturns_tracked):
 
 # The object store of the services' tests (test_services.py, test_reliability.py): one SeaweedFS
 # server per test module (module scope), with retries generous enough to ride out its restart.
+# (Imported here, not at the top: the GPU host runs the CUDA tests without the S3 client installed.)
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
+    from neuavatar.stack.process import free_port
+    from neuavatar.stack.seaweed import SeaweedServer, weed_binary
+    from neuavatar.storage import StorageSettings
+
     try:
         weed_binary()
     except ConfigError as error:
@@ -146,6 +153,8 @@ def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
 
 @pytest.fixture(scope="module")
 def store(seaweed) -> ObjectStore:
+    from neuavatar.storage import ObjectStore
+
     s = ObjectStore(seaweed.settings)
     s.ensure_bucket()
     return s

@@ -100,16 +100,18 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
         progress("evaluate", min(len(ids), (k + 1) * chunk), len(ids))
     if refine_steps and refine:
         per_frame.update(psnr_refined=[], ssim_refined=[], l1_refined=[])
-        corrections = {n: 0.0 for n in refine}
+        progress("refine", 0, len(ids))
+        # 16 frames per optimisation step: fewer, fuller steps than the metrics' chunks of 8
+        refined, corrections = refine_frames(avatar, data, ids, refine, refine_steps, refine_lr, chunk=16,
+                                             backend=backend)
         for k, chunk_ids in enumerate(ids.split(chunk)):
-            params, sizes = refine_frames(avatar, data, chunk_ids, refine, refine_steps, refine_lr, backend=backend)
             batch = data.batch(chunk_ids)
+            params = refined[k * chunk:k * chunk + len(chunk_ids)]
             pred = avatar(params, batch.intrinsics, data.size, data.background, backend=backend).colour.clamp(0, 1)
             per_frame["psnr_refined"].append(psnr(pred, batch.target))
             per_frame["ssim_refined"].append(ssim(pred, batch.target))
             per_frame["l1_refined"].append(l1(pred, batch.target))
-            corrections = {n: v + sizes[n] * len(chunk_ids) / len(ids) for n, v in corrections.items()}
-            progress("refine", min(len(ids), (k + 1) * chunk), len(ids))
+        progress("refine", len(ids), len(ids))
     arrays = {k: torch.cat(v).float().cpu().numpy() for k, v in per_frame.items()}
     metrics = {k: float(np.mean(v)) for k, v in arrays.items()}
     if refine_steps and refine:
