@@ -9,6 +9,8 @@ every batch size from 1 to 64 captures at most seven.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,8 @@ from neuavatar.avatar.model import Avatar
 from neuavatar.head.model import HeadParams
 
 __all__ = ["GraphedPlacement", "MAX_GRAPH_BATCH"]
+
+log = logging.getLogger(__name__)
 
 MAX_GRAPH_BATCH = 64  # larger batches run eagerly: launch costs no longer dominate there
 _FREE = ("expression", "jaw", "neck", "eyes", "rotation", "translation")
@@ -88,5 +92,16 @@ class GraphedPlacement:
         size = _bucket(b)
         graph = self._graphs.get(size)
         if graph is None:
-            graph = self._graphs[size] = _Graph(self.avatar, self.rest, size, self._place)
+            try:
+                graph = _Graph(self.avatar, self.rest, size, self._place)
+            except Exception as error:
+                if self._place is self.avatar.place:
+                    raise
+                # torch.compile compiles on first use (Triton builds its launcher with a C compiler
+                # and Python's headers): where that fails, render with graphs alone, a little slower
+                log.warning("torch.compile of the avatar failed, rendering without it: %s",
+                            str(error).strip().splitlines()[0][:300])
+                self._place = self.avatar.place
+                graph = _Graph(self.avatar, self.rest, size, self._place)
+            self._graphs[size] = graph
         return graph(params, view)
