@@ -63,7 +63,9 @@ def test_batched_renders_match_single_ones(renderer):
     params = renderer.params(3, expression=(torch.randn(3, renderer.num_expression, generator=g) * 0.5).numpy())
     batch = renderer.render(params)
     for i in range(3):
-        assert torch.allclose(renderer.render(params[i:i + 1])[0], batch[i], atol=1e-4)
+        # float32 sums run in another order at another batch size, and a Gaussian at the edge of the
+        # rasterizer's cut-offs may come or go: up to ~1.5e-4 seen; a batching mix-up costs >0.1
+        assert torch.allclose(renderer.render(params[i:i + 1])[0], batch[i], atol=1e-3)
 
 
 def test_motion_transfers_relative_to_each_persons_rest(renderer):
