@@ -62,6 +62,9 @@ class TrainResult:
             lines.append(f"  held-out ({m['eval_frames']} {m['eval_split']} frames): PSNR {m['psnr']:.2f} dB, "
                          f"SSIM {m['ssim']:.4f}, MS-SSIM {m['ms_ssim']:.4f}, L1 {m['l1']:.4f}"
                          + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""))
+            if "psnr_refined" in m:
+                lines.append(f"  with their poses refined by the avatar: PSNR {m['psnr_refined']:.2f} dB, "
+                             f"SSIM {m['ssim_refined']:.4f} (the gap is what the tracking's pose error costs)")
             lines.append(f"  mean-image baseline: PSNR {m['baseline_psnr']:.2f} dB, SSIM {m['baseline_ssim']:.4f}")
             if "train_seconds" in m:
                 lines.append(f"  trained in {m['train_seconds']:.1f} s on {m['device']} "
