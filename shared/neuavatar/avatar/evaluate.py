@@ -82,6 +82,14 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
                                                           "baseline_psnr", "baseline_ssim")}
     if lpips is not None:
         per_frame["lpips"] = []
+    refining = bool(refine_steps and refine)
+    if refining:
+        progress("refine", 0, len(ids))
+        # 16 frames per optimisation step: fewer, fuller steps than the metrics' chunks of 8
+        refined, corrections = refine_frames(avatar, data, ids, refine, refine_steps, refine_lr, chunk=16,
+                                             backend=backend)
+        progress("refine", len(ids), len(ids))
+        per_frame.update(psnr_refined=[], ssim_refined=[], l1_refined=[])
     for k, chunk_ids in enumerate(ids.split(chunk)):
         batch, pred = render_frames(avatar, data, chunk_ids, backend)
         per_frame["psnr"].append(psnr(pred, batch.target))
@@ -97,24 +105,16 @@ def evaluate_avatar(avatar: Avatar, data: AvatarData, *, frames: int = 0, backen
         per_frame["baseline_ssim"].append(ssim(base, batch.target))
         if lpips is not None:
             per_frame["lpips"].append(lpips(pred, batch.target))
-        progress("evaluate", min(len(ids), (k + 1) * chunk), len(ids))
-    if refine_steps and refine:
-        per_frame.update(psnr_refined=[], ssim_refined=[], l1_refined=[])
-        progress("refine", 0, len(ids))
-        # 16 frames per optimisation step: fewer, fuller steps than the metrics' chunks of 8
-        refined, corrections = refine_frames(avatar, data, ids, refine, refine_steps, refine_lr, chunk=16,
-                                             backend=backend)
-        for k, chunk_ids in enumerate(ids.split(chunk)):
-            batch = data.batch(chunk_ids)
+        if refining:  # the same frames, rendered with their refined parameters
             params = refined[k * chunk:k * chunk + len(chunk_ids)]
             pred = avatar(params, batch.intrinsics, data.size, data.background, backend=backend).colour.clamp(0, 1)
             per_frame["psnr_refined"].append(psnr(pred, batch.target))
             per_frame["ssim_refined"].append(ssim(pred, batch.target))
             per_frame["l1_refined"].append(l1(pred, batch.target))
-        progress("refine", len(ids), len(ids))
+        progress("evaluate", min(len(ids), (k + 1) * chunk), len(ids))
     arrays = {k: torch.cat(v).float().cpu().numpy() for k, v in per_frame.items()}
     metrics = {k: float(np.mean(v)) for k, v in arrays.items()}
-    if refine_steps and refine:
+    if refining:
         metrics["eval_tracking_correction"] = corrections
     metrics.update(eval_split=split, eval_frames=int(len(ids)))
     if train_frames and split == "val":
@@ -154,9 +154,10 @@ def loss_plot(history: list[dict], path: Path) -> Path:
         sel = [i for i, h in enumerate(history) if h["stage"] == stage]
         if not sel:
             continue
-        axes[0].plot(x[sel], [history[i]["loss"] for i in sel], lw=1, label=name)
+        # one colour per stage in both panels (the geometry stage has no PSNR to plot)
+        axes[0].plot(x[sel], [history[i]["loss"] for i in sel], lw=1, label=name, color=f"C{stage}")
         if any("psnr" in history[i] for i in sel):
-            axes[1].plot(x[sel], [history[i].get("psnr", np.nan) for i in sel], lw=1, label=name)
+            axes[1].plot(x[sel], [history[i].get("psnr", np.nan) for i in sel], lw=1, label=name, color=f"C{stage}")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("loss")
     axes[0].legend(loc="upper right", fontsize=8)
