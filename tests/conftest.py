@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from neuavatar.errors import ConfigError
 from neuavatar.video import VideoWriter, read_frames
 
 if TYPE_CHECKING:
+    from neuavatar.services import ServiceRuntime, ServiceSettings
     from neuavatar.stack.seaweed import SeaweedServer
     from neuavatar.storage import ObjectStore
 
@@ -158,3 +160,21 @@ def store(seaweed) -> ObjectStore:
     s = ObjectStore(seaweed.settings)
     s.ensure_bucket()
     return s
+
+
+@contextmanager
+def running_services(settings: ServiceSettings, names) -> Iterator[dict[str, ServiceRuntime]]:
+    """Services ``names`` in this process, consuming before this yields; stopped afterwards
+    (test_services.py, test_reliability.py)."""
+    from neuavatar.services import ServiceRuntime
+
+    runtimes: dict[str, ServiceRuntime] = {}
+    try:
+        for name in names:
+            runtimes[name] = ServiceRuntime(name, settings).start()
+        for runtime in runtimes.values():
+            assert runtime.wait_consuming(30), f"{runtime.name} never consumed its queue"
+        yield runtimes
+    finally:
+        for runtime in runtimes.values():
+            runtime.stop()

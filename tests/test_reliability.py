@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -64,28 +63,13 @@ from neuavatar.stack import rabbit
 from neuavatar.stack.rabbit import RabbitMQNotInstalled, RabbitNode
 from neuavatar.storage import keys
 
-from conftest import HEADTURNS
+from conftest import HEADTURNS, running_services
 
 TOKEN = "reliability-token-7c19e0"
 PIPELINE = ("preprocess", "tracker", "trainer")
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-@contextmanager
-def _services(settings, names) -> Iterator[dict[str, ServiceRuntime]]:
-    """Services ``names`` in this process, consuming before this yields; stopped afterwards."""
-    runtimes: dict[str, ServiceRuntime] = {}
-    try:
-        for name in names:
-            runtimes[name] = ServiceRuntime(name, settings).start()
-        for runtime in runtimes.values():
-            assert runtime.wait_consuming(30), f"{runtime.name} never consumed its queue"
-        yield runtimes
-    finally:
-        for runtime in runtimes.values():
-            runtime.stop()
-
 
 def _spawn(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     """``neuavatar serve NAME`` in a session of its own, so that the helper processes it leaves
@@ -246,7 +230,7 @@ def test_a_stage_killed_or_stopped_mid_job_is_taken_over_and_done_once(service, 
 
     try:
         in_process = _settings(seaweed, broker, tmp_path / "work", progress_interval_seconds=0.2)
-        with _services(in_process, [n for n in PIPELINE if n != service]), _Watch(broker, job_id) as watch:
+        with running_services(in_process, [n for n in PIPELINE if n != service]), _Watch(broker, job_id) as watch:
             _submit(store, broker, job_id, clip, **longer)
             watch.working(stage, alive=first_alive)
             if stage == "train":  # a checkpoint to resume from
@@ -333,7 +317,7 @@ def test_the_services_reconnect_after_a_broker_restart_and_finish_the_job(rabbit
     job_id = uuid.uuid4().hex
     jobs = JobStore(store)
     caplog.set_level(logging.INFO, logger="neuavatar.services")
-    with _services(settings, PIPELINE) as runtimes:
+    with running_services(settings, PIPELINE) as runtimes:
         with _Watch(broker, job_id) as watch:
             _submit(store, broker, job_id, make_clip(HEADTURNS, 20, 160))
             watch.working("track")
@@ -455,7 +439,7 @@ def test_the_services_ride_out_a_store_restart(seaweed, store, make_clip, tmp_pa
     settings = _settings(seaweed, broker, tmp_path, progress_interval_seconds=0.2)
     job_id = uuid.uuid4().hex
     try:
-        with _services(settings, PIPELINE) as runtimes, _Watch(broker, job_id) as watch:
+        with running_services(settings, PIPELINE) as runtimes, _Watch(broker, job_id) as watch:
             _submit(store, broker, job_id, make_clip(HEADTURNS, 20, 160))
             watch.working("track")
             try:

@@ -53,7 +53,7 @@ from neuavatar.stack.process import free_port, port_open
 from neuavatar.stack.seaweed import SeaweedServer
 from neuavatar.storage import ObjectStore, StorageSettings, StorageUnavailable, keys
 
-from conftest import HEADTURNS, S3_SECRET  # and the fixtures seaweed and store
+from conftest import HEADTURNS, S3_SECRET, running_services  # and the fixtures seaweed and store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -114,16 +114,8 @@ def _settings(seaweed: SeaweedServer, broker: BrokerSettings, work: Path, **chan
 @pytest.fixture(scope="module")
 def stack(seaweed, broker, tmp_path_factory) -> Iterator[dict[str, ServiceRuntime]]:
     settings = _settings(seaweed, broker, tmp_path_factory.mktemp("work"))
-    runtimes: dict[str, ServiceRuntime] = {}
-    try:
-        for name in ("preprocess", "tracker", "trainer", "renderer"):
-            runtimes[name] = ServiceRuntime(name, settings).start()
-        for runtime in runtimes.values():
-            assert runtime.wait_consuming(30), f"{runtime.name} never consumed its queue"
+    with running_services(settings, ("preprocess", "tracker", "trainer", "renderer")) as runtimes:
         yield runtimes
-    finally:
-        for runtime in runtimes.values():
-            runtime.stop()
 
 
 @pytest.fixture(scope="module")
