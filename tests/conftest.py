@@ -131,11 +131,11 @@ def tiny_avatar(headturns_tracked):
     return result, seen
 
 
-# The object store of the services' tests (test_services.py, test_reliability.py): one SeaweedFS
-# server per test module (module scope), with retries generous enough to ride out its restart.
-# (Imported here, not at the top: the GPU host runs the CUDA tests without the S3 client installed.)
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
+@contextmanager
+def seaweed_server(directory: Path, **settings) -> Iterator[SeaweedServer]:
+    """A SeaweedFS S3 server in ``directory`` on a free port, with these ``StorageSettings`` fields,
+    started and stopped afterwards; the test is skipped where the ``weed`` binary is missing.
+    (Imported here, not at the top: the GPU host runs the CUDA tests without the S3 client installed.)"""
     from neuavatar.stack.process import free_port
     from neuavatar.stack.seaweed import SeaweedServer, weed_binary
     from neuavatar.storage import StorageSettings
@@ -144,13 +144,22 @@ def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
         weed_binary()
     except ConfigError as error:
         pytest.skip(str(error))
-    settings = StorageSettings(endpoint=f"127.0.0.1:{free_port()}", access_key="svc-access", secret_key=S3_SECRET,
-                               bucket="neuavatar-services", retry_attempts=12, retry_initial_delay_seconds=0.1,
-                               retry_max_delay_seconds=1.0)
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), settings)
+    server = SeaweedServer(directory, StorageSettings(endpoint=f"127.0.0.1:{free_port()}", **settings))
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The object store of the services' tests (test_services.py, test_reliability.py): one SeaweedFS
+# server per test module (module scope), with retries generous enough to ride out its restart.
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
+    with seaweed_server(tmp_path_factory.mktemp("seaweed"), access_key="svc-access", secret_key=S3_SECRET,
+                        bucket="neuavatar-services", retry_attempts=12, retry_initial_delay_seconds=0.1,
+                        retry_max_delay_seconds=1.0) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,14 @@ import os
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 from neuavatar.errors import ConfigError, InputError, OutputExistsError
 from neuavatar.stack.process import free_port
-from neuavatar.stack.seaweed import SeaweedServer, weed_binary
+from neuavatar.stack.seaweed import SeaweedServer
 from neuavatar.storage import (
     IntegrityError,
     InvalidKeyError,
@@ -33,23 +34,18 @@ from neuavatar.storage import (
     pack_dir,
 )
 
+from conftest import seaweed_server
+
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> SeaweedServer:
-    try:
-        weed_binary()
-    except ConfigError as error:
-        pytest.skip(str(error))
-    settings = StorageSettings(endpoint=f"127.0.0.1:{free_port()}", access_key="test-access",
-                               secret_key="test-secret-7f3a", bucket="neuavatar-test",
-                               multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB,  # S3's smallest part
-                               retry_attempts=12, retry_initial_delay_seconds=0.1, retry_max_delay_seconds=1.0)
-    srv = SeaweedServer(tmp_path_factory.mktemp("seaweed"), settings)
-    srv.start()
-    yield srv
-    srv.stop()
+def server(tmp_path_factory) -> Iterator[SeaweedServer]:
+    with seaweed_server(tmp_path_factory.mktemp("seaweed"), access_key="test-access", secret_key="test-secret-7f3a",
+                        bucket="neuavatar-test",
+                        multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB,  # S3's smallest part
+                        retry_attempts=12, retry_initial_delay_seconds=0.1, retry_max_delay_seconds=1.0) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
