@@ -78,12 +78,12 @@ class PreprocessConfig:
     the main process hands frames to the workers (for files whose seeking is unreliable)."""
 
     workers: int = 0
-    """Worker processes for the models; 0 uses one per CPU core (on 8 or more cores, all but one,
-    which the main process keeps)."""
+    """Worker processes (or threads, ``in_process``) for the models; 0 uses one process per CPU core
+    (on 8 or more cores, all but one, which the main process keeps), or up to 4 threads."""
 
     in_process: bool = False
-    """Run the models in this process instead of worker processes: no start-up cost (seconds per
-    worker: Python, MediaPipe and its models), one core. For a short clip such as a driving video."""
+    """Run the models on threads of this process instead of worker processes: no process start-up
+    (seconds per worker: Python, MediaPipe and its models). For a short clip such as a driving video."""
 
     warmup_frames: int = 8
     """Each worker runs the landmark tracker over this many frames before its part of the video (and

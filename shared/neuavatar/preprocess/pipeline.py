@@ -57,6 +57,7 @@ from neuavatar.preprocess.worker import (
     FrameSource,
     annotate_frames,
     detect_faces,
+    init_thread,
     init_worker,
 )
 from neuavatar.progress import Progress, no_progress
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 
 _DETECT_LONG_SIDE = 640  # the detector's input is 192 px; more resolution only costs time
 _RUNTIME_ONLY = ("workers", "decoder")  # settings that do not change the output
+_MAX_THREADS = 4  # default threads of an in-process preprocessor
 
 
 @dataclass
@@ -133,9 +135,12 @@ class Preprocessor:
         self.config = config or PreprocessConfig()
         cores = _usable_cores()
         # On a big machine the main process keeps a core of its own (it plans, plots and writes
-        # while the workers run); each worker is pinned to one of the others.
-        self.workers = 1 if self.config.in_process else (
-            self.config.workers or (len(cores) - 1 if len(cores) >= 8 else len(cores)))
+        # while the workers run); each worker is pinned to one of the others. Threads (``in_process``)
+        # are not pinned; a few of them finish a short clip before more models would have loaded.
+        if self.config.in_process:
+            self.workers = self.config.workers or min(len(cores), _MAX_THREADS)
+        else:
+            self.workers = self.config.workers or (len(cores) - 1 if len(cores) >= 8 else len(cores))
         self._first_core = len(cores) - self.workers if self.workers <= len(cores) else None
         self._ctx = multiprocessing.get_context("spawn")  # MediaPipe's threads do not survive fork
         self._counter = self._ctx.Value("q", 0)  # frames finished by the workers, for the progress bar
@@ -149,7 +154,8 @@ class Preprocessor:
             preload = (f"detect-{'short' if cfg.detector == 'auto' else cfg.detector}-{cfg.min_detection_confidence}",
                        "mesh-1") + (("segment",) if cfg.annotate == "full" else ())
             if cfg.in_process:
-                self._pool = _InProcess(self._counter, preload)
+                self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="preprocess",
+                                                   initializer=init_thread, initargs=(self._counter, preload))
                 return self._pool
             self._next_core.value = self._first_core or 0
             pin = self._next_core if self._first_core is not None else None
@@ -257,25 +263,6 @@ def _select_frames(info: VideoInfo, cfg: PreprocessConfig) -> _Frames | None:
 
 def _usable_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
-class _InProcess(cf.Executor):
-    """The workers' job, done in this process as it is submitted (``in_process``)."""
-
-    def __init__(self, counter: Any, preload: tuple[str, ...]):
-        import cv2
-
-        threads = cv2.getNumThreads()
-        init_worker(quiet=False, frames_done=counter, preload=preload)
-        cv2.setNumThreads(threads)  # init_worker limits OpenCV to one thread per worker process
-
-    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - raised again where the result is read, as a pool would
-            future.set_exception(e)
-        return future
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A job names its frames either by their timestamps (the worker decodes them itself, seeking to its
 segment, so no frame crosses a process boundary) or carries them (when the main process had to
-decode the video in order). Each worker builds its MediaPipe models once and keeps them. A job
+decode the video in order). Each worker builds its MediaPipe models once and keeps them. (The same
+functions also run on threads of the main process, ``PreprocessConfig.in_process``: MediaPipe, PyAV
+and OpenCV release the GIL while they work, and each thread keeps models of its own.) A job
 starts with a few warm-up frames from before its part, on which the landmark tracker runs and
 whose results are dropped, so that the parts join without a seam.
 """
@@ -10,6 +12,7 @@ whose results are dropped, so that the parts join without a seam.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,13 +27,13 @@ from neuavatar.preprocess.segment import refine_alpha, region_masks, semantic_la
 from neuavatar.preprocess.subject import Detection
 from neuavatar.video import decode_at
 
-__all__ = ["init_worker", "FrameSource", "detect_faces", "image_landmarks", "AnnotateJob", "AnnotateResult",
+__all__ = ["init_worker", "init_thread", "FrameSource", "detect_faces", "image_landmarks", "AnnotateJob", "AnnotateResult",
            "annotate_frames", "UNKNOWN_LABEL"]
 
 UNKNOWN_LABEL = 255
 """Mask value of every pixel of a frame without landmarks (such frames are left out of the split)."""
 
-_models: dict[str, object] = {}
+_local = threading.local()  # .models: this process's (or this thread's) models by key
 _frames_done = None  # multiprocessing.Value shared with the main process, for its progress bar
 
 
@@ -65,6 +68,15 @@ def init_worker(quiet: bool = True, frames_done=None, next_core=None, preload: t
         _model(key)
 
 
+def init_thread(frames_done=None, preload: tuple[str, ...] = ()) -> None:
+    """Thread initialiser (``in_process``): the shared frame counter, and this thread's own models
+    (a MediaPipe graph serves one caller at a time)."""
+    global _frames_done
+    _frames_done = frames_done
+    for key in preload:
+        _model(key)
+
+
 def _count_frame() -> None:
     if _frames_done is not None:
         with _frames_done.get_lock():
@@ -72,8 +84,11 @@ def _count_frame() -> None:
 
 
 def _model(key: str):
-    """This process's model named ``key``: ``detect-<short|full>-<min confidence>``, ``mesh-<faces>``
-    or ``segment``, built on first use."""
+    """This process's (or thread's) model named ``key``: ``detect-<short|full>-<min confidence>``,
+    ``mesh-<faces>`` or ``segment``, built on first use."""
+    if not hasattr(_local, "models"):
+        _local.models = {}
+    _models = _local.models
     if key not in _models:
         kind, *args = key.split("-")
         if kind == "detect":
