@@ -53,6 +53,28 @@ def test_axis_angle_round_trip():
     torch.testing.assert_close(matrix_to_axis_angle(axis_angle_to_matrix(r)), r, rtol=0, atol=1e-5)
 
 
+def test_adam_matches_torch_optim():
+    """The tracker's written-out Adam (no torch._dynamo import) computes torch.optim.Adam's steps,
+    with two learning rates and a parameter that sits out a step."""
+    from neuavatar.track.adam import Adam
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3), torch.randn(4)
+    ours = [a.clone().requires_grad_(True), b.clone().requires_grad_(True)]
+    theirs = [a.clone().requires_grad_(True), b.clone().requires_grad_(True)]
+    mine = Adam([{"params": [ours[0]], "lr": 0.05}, {"params": [ours[1]], "lr": 0.002}])
+    reference = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.05}, {"params": [theirs[1]], "lr": 0.002}])
+    for step in range(20):
+        for params, opt in ((ours, mine), (theirs, reference)):
+            opt.zero_grad(set_to_none=True)
+            loss = (params[0] ** 3).sum() + (0 if step % 5 == 4 else (params[1] - 1).pow(2).sum())
+            loss.backward()
+            opt.step()
+    for x, y in zip(ours, theirs):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)  # float rounding: other operation order
+    assert not torch.equal(ours[0], a)
+
+
 def test_rigid_init_recovers_a_known_pose(head):
     params = head.zero_params(3)
     params.rotation[:] = torch.tensor([[0.1, 0.3, -0.05], [-0.2, -0.4, 0.1], [0.0, 0.0, 0.2]])
@@ -139,6 +161,33 @@ def test_realtime_mode(dataset_dir, head, tracked):
         session.track_frame(torch.from_numpy(ds.landmarks[32]).float(), timestamp_ms=0)
     with pytest.raises(ValueError, match=r"\(478, 3\)"):
         session.track_frame(torch.zeros(68, 3), timestamp_ms=10_000)
+
+
+def test_landmark_tracking_of_a_whole_clip_at_once(dataset_dir, head):
+    """``track_landmarks`` (how driving videos are tracked): every frame lands on its landmarks, and
+    far closer than a fit that stops early; a progress report for every step."""
+    ds = Dataset(dataset_dir)
+    tracker = Tracker(head, TrackerOptions(device="cpu"), torch.device("cpu"))
+    seen = []
+    result = tracker.track_landmarks(ds, steps=150, progress=lambda step, done, total: seen.append((done, total)))
+    error = result.per_frame["landmark_error_px"]
+    assert seen[-1] == (150, 150) and result.metrics["valid_frames"] == ds.num_frames == len(error)
+    assert error.mean() < 2.5 and error.max() < 5.0, error
+    assert result.metrics["landmark_error_px"] == pytest.approx(error.mean(), rel=1e-5)
+    early = tracker.track_landmarks(ds, steps=10).metrics["landmark_error_px"]
+    assert early > 1.5 * error.mean(), (early, error.mean())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_landmark_tracking_cuda_graph_matches_cpu(dataset_dir, head):
+    """On CUDA the landmark stage replays captured CUDA graphs (and runs a remainder of steps
+    eagerly): it ends where the CPU's step-by-step loop ends."""
+    ds = Dataset(dataset_dir)
+    states = [Tracker(head, TrackerOptions(device=d), torch.device(d)).track_landmarks(ds, steps=45).state
+              for d in ("cuda", "cpu")]
+    for name in ("expression", "jaw", "rotation", "translation"):
+        torch.testing.assert_close(getattr(states[0], name).detach().cpu(), getattr(states[1], name).detach(),
+                                   rtol=0, atol=2e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -50,7 +50,9 @@ class _Graph:
             run()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other threads of a service (sessions copying frames out, a driver being
+        # tracked) go on while this one captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = run()
 
     def __call__(self, params: HeadParams, view: Tensor | None) -> WorldGaussians:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.progress import Progress, no_progress
 from neuavatar.render import project
 from neuavatar.render.camera import model_to_camera
+from neuavatar.track.adam import Adam
 from neuavatar.track.cameras import CropCameras
 from neuavatar.track.head_render import HeadRenderer
 from neuavatar.track.init import rigid_init
@@ -43,6 +45,9 @@ from neuavatar.track.shading import ambient_lighting
 __all__ = ["Tracker", "TrackState", "TrackingInputs", "RealtimeTracker", "REFERENCE_SIZE", "landmarks_with_offsets"]
 
 REFERENCE_SIZE = 512  # landmark errors are reported in pixels of a 512 x 512 crop
+# Graph captures refuse unsafe CUDA calls (a synchronising copy, say) from this thread only: in the
+# renderer service other threads render and copy frames to the host while a driver is tracked.
+_CAPTURE_MODE = "thread_local"
 _FACE_LABELS = [LABELS.index(n) for n in ("face_skin", "eyes", "mouth_interior", "lips")]
 _IGNORED_LABELS = [LABELS.index(n) for n in ("hair", "neck_torso")] + [255]
 
@@ -50,8 +55,10 @@ _IGNORED_LABELS = [LABELS.index(n) for n in ("hair", "neck_torso")] + [255]
 class TrackingInputs:
     """What the tracker uses of a dataset, on the tracking device; images are loaded per size."""
 
-    def __init__(self, dataset: Dataset, device: torch.device):
+    def __init__(self, dataset: Dataset | None, device: torch.device):
         self.dataset = dataset
+        if dataset is None:  # see from_landmarks
+            return
         self.device = device
         self.size = dataset.size
         self.landmarks = torch.from_numpy(np.nan_to_num(dataset.landmarks)).float().to(device)  # (T, 478, 3)
@@ -61,12 +68,27 @@ class TrackingInputs:
                                    dataset.size).to(device)
         self._images: dict[int, tuple[Tensor, Tensor]] = {}
 
+    @classmethod
+    def from_landmarks(cls, landmarks: Tensor, size: int, device: torch.device) -> TrackingInputs:
+        """Inputs without a dataset, for the landmark stage only: (T, 478, 3) landmarks in pixels of
+        ``size``² frames that are the whole source image (no crop)."""
+        inputs = cls(None, device)
+        inputs.size = size
+        inputs.landmarks = landmarks.float().to(device)
+        inputs.valid = torch.ones(len(landmarks), dtype=torch.bool, device=device)
+        whole = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(len(landmarks), 2, 3)
+        inputs.cameras = CropCameras(whole, (size, size), size).to(device)
+        inputs._images = {}
+        return inputs
+
     @property
     def num_frames(self) -> int:
         return len(self.valid)
 
     def images(self, size: int) -> tuple[Tensor, Tensor]:
         """(T, size, size, 3) uint8 frames and (T, size, size) uint8 labels, resized, on the device."""
+        if self.dataset is None:
+            raise ValueError("these tracking inputs hold landmarks only (no dataset, no images)")
         if size not in self._images:
             frames = self.dataset.resized(size, ("image", "labels"))
             imgs, labs = (torch.from_numpy(frames[k]).to(self.device) for k in ("image", "labels"))
@@ -157,11 +179,7 @@ class Tracker:
                 history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
                 progress("track", step, total)
 
-        optimizer = self._optimizer(state, photometric=False)
-        for _ in range(opt.landmark_steps):
-            losses = self._landmark_energy(state, inputs)
-            self._step(optimizer, losses)
-            report(losses)
+        self._fit_landmarks(state, inputs, opt.landmark_steps, report)
 
         generator = torch.Generator(device="cpu").manual_seed(opt.seed)
         valid_frames = inputs.valid.nonzero()[:, 0].cpu()
@@ -182,7 +200,98 @@ class Tracker:
         return TrackResult(state=state, metrics=metrics, per_frame=per_frame, history=history,
                            seconds=time.perf_counter() - started)
 
-    def _optimizer(self, state: TrackState, photometric: bool) -> torch.optim.Optimizer:
+    def track_landmarks(self, dataset: Dataset | TrackingInputs, steps: int | None = None,
+                        progress: Progress = no_progress) -> TrackResult:
+        """Every frame of ``dataset`` from its landmarks alone: the offline tracking's first stage
+        (landmarks, temporal smoothness and priors over all frames at once; identity, focal length and
+        landmark offsets fitted too), ``steps`` (default ``landmark_steps``) of it. What a driving
+        video needs: on a GPU a fraction of a second for 250 frames, and far closer to the landmarks
+        than the real-time mode, which sees one frame at a time."""
+        opt = self.options
+        steps = opt.landmark_steps if steps is None else steps
+        inputs = dataset if isinstance(dataset, TrackingInputs) else TrackingInputs(dataset, self.device)
+        state = TrackState(self.model, inputs.num_frames, 16, self.device)  # no albedo is fitted here
+        state.log_focal.data.fill_(math.log(opt.focal_init))
+        self._rigid_init(state, inputs)
+        done = 0
+
+        def report(losses: dict[str, Tensor]) -> None:
+            nonlocal done
+            done += 1
+            if done % 10 == 0 or done == steps:
+                progress("track", done, steps)
+
+        started = time.perf_counter()
+        self._fit_landmarks(state, inputs, steps, report)
+        error = self.landmark_errors(state, inputs)
+        valid = inputs.valid
+        metrics = {"landmark_error_px": float(error[valid].mean()) if valid.any() else float("nan"),
+                   "frames": int(inputs.num_frames), "valid_frames": int(valid.sum())}
+        return TrackResult(state=state, metrics=metrics, per_frame={"landmark_error_px": error.cpu().numpy()},
+                           seconds=time.perf_counter() - started)
+
+    def warm_up(self, frames: int = 8, size: int = 256) -> None:
+        """Track a few synthetic frames (the model's own neutral landmarks, 60 cm from the camera)
+        with :meth:`track_landmarks`: on CUDA a process's first fit pays seconds for loading kernels
+        and libraries and capturing graphs; this pays them now, e.g. while a driving video is being
+        preprocessed."""
+        with torch.no_grad():
+            neutral = self.model(self.model.zero_params(1))
+            points = self.model.landmarks(neutral.vertices)[0] + torch.tensor([0.0, 0.0, -0.6], device=self.device)
+            camera = model_to_camera(points)
+            pixels = project(camera[None], torch.tensor([[size, size, size / 2, size / 2]], device=self.device))[0]
+            depth = (camera[:, 2] - camera[:, 2].mean()) * size / camera[:, 2].mean()  # as MediaPipe's z
+            landmarks = torch.cat([pixels, depth[:, None]], -1).expand(frames, -1, -1)
+        with torch.enable_grad():
+            self.track_landmarks(TrackingInputs.from_landmarks(landmarks, size, self.device), steps=25)
+
+    def _fit_landmarks(self, state: TrackState, inputs: TrackingInputs, steps: int,
+                       report: Callable[[dict[str, Tensor]], None], chunk: int = 10) -> None:
+        """``steps`` Adam steps on the landmark energy. On CUDA, ``chunk`` steps are captured once in
+        a CUDA graph and replayed (hundreds of small kernels per step, so launching them one by one
+        would cost more than running them). ``report`` is called after every step, with graphs with
+        the losses of its chunk's last step."""
+        cuda = self.device.type == "cuda" and steps >= 2 * chunk
+        optimizer = self._optimizer(state, photometric=False)
+        if not cuda:
+            for _ in range(steps):
+                losses = self._landmark_energy(state, inputs)
+                self._step(optimizer, losses)
+                report(losses)
+            return
+
+        def run(n: int) -> dict[str, Tensor]:
+            for _ in range(n):
+                optimizer.zero_grad(set_to_none=False)
+                losses = self._landmark_energy(state, inputs)
+                losses["total"] = sum(v for k, v in losses.items() if k.startswith("w_"))
+                losses["total"].backward()
+                optimizer.step()
+            return losses
+
+        def report_steps(n: int, losses: dict[str, Tensor]) -> None:
+            for _ in range(n):
+                report(losses)
+
+        # The first chunk runs eagerly on a side stream (graphs need a warm-up, which also makes the
+        # gradients' buffers), the second is captured, and replays run every later full chunk.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            report_steps(chunk, run(chunk))
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode=_CAPTURE_MODE):
+            captured = run(chunk)
+        for _ in range((steps - chunk) // chunk):
+            graph.replay()
+            report_steps(chunk, captured)
+        left = (steps - chunk) % chunk
+        if left:
+            report_steps(left, run(left))
+        optimizer.zero_grad(set_to_none=True)
+
+    def _optimizer(self, state: TrackState, photometric: bool) -> Adam:
         lr = self.options.learning_rate
         # The photometric stages refine the frames (a random subset renders at each step, which
         # would otherwise shake them) while the shared identity, albedo and lighting learn.
@@ -195,10 +304,10 @@ class Tracker:
         ]
         if photometric:
             groups += [{"params": [state.lighting], "lr": lr}, {"params": [state.albedo], "lr": lr}]
-        return torch.optim.Adam(groups)
+        return Adam(groups)
 
     @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, losses: dict[str, Tensor]) -> None:
+    def _step(optimizer: Adam, losses: dict[str, Tensor]) -> None:
         optimizer.zero_grad(set_to_none=True)
         losses["total"] = sum(v for k, v in losses.items() if k.startswith("w_"))
         losses["total"].backward()
@@ -271,13 +380,20 @@ class Tracker:
     # --- metrics -------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def landmark_errors(self, state: TrackState, inputs: TrackingInputs) -> Tensor:
+        """(T,) mean distance of each frame's fitted landmarks from its detected ones, in pixels at 512²."""
+        frames = torch.arange(inputs.num_frames, device=self.device)
+        projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
+        return landmark_error(projected, inputs.landmarks[..., :2], REFERENCE_SIZE / inputs.size).mean(-1)
+
+    @torch.no_grad()
     def evaluate(self, state: TrackState, inputs: TrackingInputs, iou_size: int = 256) -> tuple[dict, dict]:
         """Landmark error (px at 512x512), face-silhouette IoU and jitter, over the valid frames."""
         frames = torch.arange(inputs.num_frames, device=self.device)
         scale = REFERENCE_SIZE / inputs.size
         projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
         detected = inputs.landmarks[..., :2]
-        error = landmark_error(projected, detected, scale).mean(-1)  # (T,)
+        error = self.landmark_errors(state, inputs)
         valid = inputs.valid
         size = min(iou_size, inputs.size)
         _, labels = inputs.images(size)
@@ -357,7 +473,7 @@ class RealtimeTracker:
         for name in self._free:
             setattr(self.params, name, getattr(self.params, name).clone().requires_grad_(True))
         cuda = dev.type == "cuda"
-        self._optimizer = torch.optim.Adam([getattr(self.params, n) for n in self._free], lr=0.02, capturable=cuda)
+        self._optimizer = Adam([{"params": [getattr(self.params, n) for n in self._free], "lr": 0.02}])
         # Inputs of the steps, kept at fixed addresses so that a captured graph reads them.
         self._detected = torch.zeros(1, 478, 2, device=dev)
         self._previous = {n: getattr(self.params, n).detach().clone() for n in self._free}
@@ -395,14 +511,12 @@ class RealtimeTracker:
             self._steps()
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        with torch.cuda.graph(self._graph, capture_error_mode=_CAPTURE_MODE):
             self._steps()
         with torch.no_grad():
             for n in self._free:
                 getattr(self.params, n).copy_(saved[n])
-            for state in self._optimizer.state.values():
-                for value in state.values():
-                    value.zero_()  # exp_avg, exp_avg_sq, step: a fresh Adam
+            self._optimizer.reset()
 
     def track_frame(self, landmarks: Tensor, timestamp_ms: int) -> HeadParams:
         """Head parameters for one frame.
