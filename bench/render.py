@@ -167,7 +167,7 @@ def main() -> None:
         from neuavatar.animate.reenact import driver_preprocessor
 
         with tempfile.TemporaryDirectory() as tmp:
-            # one-shot, as `neuavatar reenact` runs: starts its preprocessing workers, loads the models
+            # one-shot, as `neuavatar reenact` runs: preprocessing threads in this process load their models
             cold = reenact_video(renderer, args.driver, Path(tmp) / "cold.mp4", side_by_side=True)
             with driver_preprocessor(renderer.size) as every_core:  # one-shot with worker processes instead
                 cold_all = reenact_video(renderer, args.driver, Path(tmp) / "cold_all.mp4", side_by_side=True,
@@ -178,7 +178,8 @@ def main() -> None:
                 result = reenact_video(renderer, args.driver, Path(tmp) / "out.mp4", side_by_side=True,
                                        preprocessor=preprocessor)
             reenact = {"driver": args.driver.name, "frames": result.frames, "seconds": result.seconds,
-                       "cold_seconds": cold.seconds, "cold_every_core_seconds": cold_all.seconds}
+                       "cold_seconds": cold.seconds, "cold_every_core_seconds": cold_all.seconds,
+                       "driver_landmark_error_px": result.driver_landmark_error_px}
     report = {"benchmark": "render", "device": name, "size": renderer.size,
               "num_gaussians": len(renderer.avatar.gaussians), "throughput": rows, "sessions": live,
               "reenact": reenact, "graphs_vs_eager_max_diff": graph_error, "goals": {"fps_single": 1000, "fps_batched": 3000, "sessions_at_30fps": 16,
@@ -198,6 +199,7 @@ def main() -> None:
                           ("service", "seconds")):
             times = ", ".join(f"{k} {v:.1f} s" for k, v in reenact[key].items())
             print(f"  reenact {reenact['driver']} ({reenact['frames']} frames), {name}: {times}")
+        print(f"  the driver's landmarks, fitted: {reenact['driver_landmark_error_px']:.2f} px from the detected (512²)")
     if graph_error is not None:
         print(f"  CUDA graphs against eager kernels: largest colour difference {graph_error:.2e}")
     print(f"(json: {args.json})")

@@ -19,6 +19,14 @@ fi
 DRIVER=${DRIVER-.carry/clips/drive_lp_d19_man_glasses.mp4}  # DRIVER= (empty): no reenactment timing
 python bench/render.py --avatar "$AVATAR" ${DRIVER:+--driver "$DRIVER"} ${PROFILE:+--profile} ${COMPILE:+--compile} ${EACH:+--seconds $EACH} \
   --json "$OUT/render.json" 2>&1 | tail -${TAIL:-80}
+# `neuavatar reenact` end to end in fresh processes (the first after the benchmark: caches warm)
+if [ -n "$DRIVER" ]; then
+  for run in 1 2; do
+    start=$(date +%s%N)
+    python -m neuavatar reenact "$AVATAR" "$DRIVER" --out "$OUT/reenact_cli.mp4" --side-by-side 2>&1 | tail -1
+    echo "neuavatar reenact, fresh process $run: $(( ($(date +%s%N) - start) / 1000000 )) ms wall"
+  done
+fi
 # gRPC live streams: needs grpcio in the carry and the generated code (carry shared/neuavatar/api/_proto)
 if python -c "import grpc, neuavatar.api.pb" 2>/dev/null; then
   python bench/stream.py --avatar "$AVATAR" --json "$OUT/stream.json" 2>&1 | tail -8
