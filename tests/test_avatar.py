@@ -251,6 +251,21 @@ class TestTraining:
         assert steps == list(range(25, 121, 25)) + ([120] if 120 % 25 else [])
         assert json.loads((out / "avatar.json").read_text())["metrics"]["train_frames"] > 0
 
+    def test_pose_offsets_learn_only_with_their_own_step_size(self, inputs):
+        from neuavatar.avatar.data import AvatarData
+        from neuavatar.avatar.trainer import AvatarTrainer
+        from neuavatar.dataset import Dataset
+
+        _, ds, tr = inputs
+        head = load_openhead()
+        data = AvatarData(Dataset(ds), Tracking.load(tr), head, TINY.size, TINY.background, torch.device("cpu"))
+        avatar = Avatar.create(head, data.params.shape[0], gaussians_per_triangle=1, offset_rank=4, colour_rank=0)
+        for lr, learns in ((0.0, False), (1e-3, True)):
+            config = dataclasses.replace(TINY, lr_pose_offsets=(lr, 0.0, lr))
+            AvatarTrainer(avatar, data, config)._make_optimizer(0)
+            assert avatar.offsets.pose_to_offsets.requires_grad is learns
+            assert avatar.offsets.static.requires_grad and avatar.offsets.rank_to_offsets.requires_grad
+
     def test_the_avatar_refines_a_perturbed_pose_back(self, trained, inputs):
         # The frozen avatar fits a frame's rigid pose to its image (held-out evaluation with
         # refined tracking): a pose turned 3 degrees off must come most of the way back.

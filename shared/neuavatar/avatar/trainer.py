@@ -78,7 +78,8 @@ class AvatarTrainer:
         """Adam over the parts that learn in ``stage`` (a learning rate of 0 freezes a part)."""
         c, a, g = self.config, self.avatar, self.avatar.gaussians
         groups = [
-            ("lr_offsets", list(a.offsets.parameters())),
+            ("lr_offsets", [p for n, p in a.offsets.named_parameters() if n != "pose_to_offsets"]),
+            ("lr_pose_offsets", [a.offsets.pose_to_offsets]),
             ("lr_position", [g.position]),
             ("lr_colour", [g.colour_logit] + ([g.code_to_colour, g.colour_basis] if g.colour_rank else [])),
             ("lr_opacity", [g.opacity_logit]),
