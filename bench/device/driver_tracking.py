@@ -8,6 +8,7 @@ landmark error; and the CUDA-graph landmark stage against the CPU's step-by-step
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -52,13 +53,13 @@ def main() -> None:
     head = load_openhead()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        from neuavatar.preprocess import PreprocessConfig, Preprocessor
+        from neuavatar.preprocess import Preprocessor
         from neuavatar.preprocess.models import import_mediapipe
 
         import_mediapipe()  # once per process: not part of any row
         for threads in (2, 4, 8):
             started = time.perf_counter()
-            config = PreprocessConfig(**{**vars(driver_preprocessor(args.size, True).config), "workers": threads})
+            config = dataclasses.replace(driver_preprocessor(args.size, True).config, workers=threads)
             with Preprocessor(config) as pre:
                 ds = Dataset(pre.process(args.driver, Path(tmp) / f"driver{threads}").dataset_dir)
             rows.append({"what": f"preprocess ({threads} threads, models loaded)", "seconds": time.perf_counter() - started})

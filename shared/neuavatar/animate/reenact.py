@@ -91,11 +91,9 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
     Raises:
         InputError: the video cannot be read or shows no usable face.
     """
-    from neuavatar.track import Tracker, TrackerOptions
-
     seconds = {}
     started = time.perf_counter()
-    tracker = Tracker(renderer.avatar.head, TrackerOptions(device=renderer.device.type), renderer.device)
+    tracker = renderer.tracker()
     own = preprocessor is None
     preprocessor = driver_preprocessor(renderer.size, in_process=True) if own else preprocessor
     with ThreadPoolExecutor(1, thread_name_prefix="warm-up") as pool:
@@ -117,8 +115,7 @@ def track_driver(renderer: AvatarRenderer, video: Path, work: Path, progress: Pr
     with torch.enable_grad():
         tracked = tracker.track_landmarks(dataset, steps=DRIVER_STEPS,
                                           progress=lambda step, done, total: progress("track driver", done, total))
-    with torch.no_grad():
-        params = tracked.state.head().detach()
+    params = tracked.state.head().detach()
     seconds["track"] = time.perf_counter() - started
     crops = dataset.resized(renderer.size, ("image",))["image"]
     return DriverMotion(params=params, valid=dataset.valid, crops=crops, fps=dataset.fps,

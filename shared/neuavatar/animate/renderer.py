@@ -100,13 +100,16 @@ class AvatarRenderer:
                 for f in fields(HeadParams)}
         return HeadParams(**{**rest, **out})
 
+    def tracker(self):
+        """A ``Tracker`` in this avatar's head model, on its device (for driving videos and frames)."""
+        from neuavatar.track import Tracker, TrackerOptions
+
+        return Tracker(self.avatar.head, TrackerOptions(device=self.device.type), self.device)
+
     def realtime_tracker(self, image_size: int, focal_px: float):
         """A real-time tracking session (``RealtimeTracker``) in this avatar's head model, on its
         device, for a driver's ``image_size``² frames seen with focal length ``focal_px``."""
-        from neuavatar.track import Tracker, TrackerOptions
-
-        tracker = Tracker(self.avatar.head, TrackerOptions(device=self.device.type), self.device)
-        return tracker.realtime(image_size, focal_px)
+        return self.tracker().realtime(image_size, focal_px)
 
     # --- rendering ---------------------------------------------------------------------------------
 

@@ -56,10 +56,9 @@ class TrackingInputs:
     """What the tracker uses of a dataset, on the tracking device; images are loaded per size."""
 
     def __init__(self, dataset: Dataset | None, device: torch.device):
-        self.dataset = dataset
+        self.dataset, self.device = dataset, device
         if dataset is None:  # see from_landmarks
             return
-        self.device = device
         self.size = dataset.size
         self.landmarks = torch.from_numpy(np.nan_to_num(dataset.landmarks)).float().to(device)  # (T, 478, 3)
         self.valid = torch.from_numpy(dataset.valid).to(device)
@@ -261,12 +260,9 @@ class Tracker:
             return
 
         def run(n: int) -> dict[str, Tensor]:
-            for _ in range(n):
-                optimizer.zero_grad(set_to_none=False)
+            for _ in range(n):  # gradients zeroed in place: a captured graph reads their buffers
                 losses = self._landmark_energy(state, inputs)
-                losses["total"] = sum(v for k, v in losses.items() if k.startswith("w_"))
-                losses["total"].backward()
-                optimizer.step()
+                self._step(optimizer, losses, set_to_none=False)
             return losses
 
         def report_steps(n: int, losses: dict[str, Tensor]) -> None:
@@ -307,8 +303,8 @@ class Tracker:
         return Adam(groups)
 
     @staticmethod
-    def _step(optimizer: Adam, losses: dict[str, Tensor]) -> None:
-        optimizer.zero_grad(set_to_none=True)
+    def _step(optimizer: Adam, losses: dict[str, Tensor], set_to_none: bool = True) -> None:
+        optimizer.zero_grad(set_to_none=set_to_none)
         losses["total"] = sum(v for k, v in losses.items() if k.startswith("w_"))
         losses["total"].backward()
         optimizer.step()
@@ -380,10 +376,12 @@ class Tracker:
     # --- metrics -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def landmark_errors(self, state: TrackState, inputs: TrackingInputs) -> Tensor:
-        """(T,) mean distance of each frame's fitted landmarks from its detected ones, in pixels at 512²."""
-        frames = torch.arange(inputs.num_frames, device=self.device)
-        projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
+    def landmark_errors(self, state: TrackState, inputs: TrackingInputs, projected: Tensor | None = None) -> Tensor:
+        """(T,) mean distance of each frame's fitted landmarks from its detected ones, in pixels at 512²
+        (``projected``: the fitted landmarks, (T, 478, 2), when the caller has them already)."""
+        if projected is None:
+            frames = torch.arange(inputs.num_frames, device=self.device)
+            projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
         return landmark_error(projected, inputs.landmarks[..., :2], REFERENCE_SIZE / inputs.size).mean(-1)
 
     @torch.no_grad()
@@ -393,7 +391,7 @@ class Tracker:
         scale = REFERENCE_SIZE / inputs.size
         projected = self.project_landmarks(state, inputs.cameras, frames, inputs.size)
         detected = inputs.landmarks[..., :2]
-        error = self.landmark_errors(state, inputs)
+        error = self.landmark_errors(state, inputs, projected)
         valid = inputs.valid
         size = min(iou_size, inputs.size)
         _, labels = inputs.images(size)
