@@ -39,6 +39,12 @@ def main() -> None:
                         help="also train each video with these settings changed (TOML values), e.g. "
                              "'no-refine:lr_tracking=[0,0,0]'; repeatable")
     parser.add_argument("--skip-default", action="store_true", help="train only the --variant settings")
+    parser.add_argument("--split", choices=("tail", "interleaved"), default="tail",
+                        help="which frames validate: the last 15%% (the goal's), or every 7th (a diagnostic: "
+                             "how well the avatar does on expressions and poses like its training frames')")
+    parser.add_argument("--track-variant", metavar="NAME:KEY=VALUE;...",
+                        help="track with these tracker options changed (TOML values) instead of the preset's, "
+                             "e.g. 'photo:photometric_steps=[300,300]'")
     parser.add_argument("--work", type=Path, help="keep datasets, trackings and avatars here (default: a temp dir)")
     parser.add_argument("--pictures", type=Path, help="copy each avatar's side_by_side.png here")
     parser.add_argument("--json", type=Path, default=Path("bench/out/train.json"))
@@ -59,6 +65,13 @@ def main() -> None:
         variants[name] = from_dict(type(train_config), {**asdict(train_config), **overrides}, where=f"variant {name}")
     if args.skip_default and len(variants) > 1:
         del variants["default"]
+    preprocess_config = replace(preset.preprocess, max_frames=args.frames, split=args.split)
+    track_options, track_name = preset.track, "tracking"
+    if args.track_variant:
+        name, _, settings = args.track_variant.partition(":")
+        overrides = tomllib.loads(settings.replace(";", "\n"))
+        track_options = from_dict(type(track_options), {**asdict(track_options), **overrides}, where=f"tracking {name}")
+        track_name = f"tracking_{name}"
     work = args.work or Path(tempfile.mkdtemp(prefix="neuavatar-train-"))
     videos = list(args.videos)
     if args.sample_seconds:
@@ -66,12 +79,14 @@ def main() -> None:
 
         videos.append(make_sample(work / f"sample_{args.sample_seconds:g}s.mp4", seconds=args.sample_seconds))
     rows = []
-    with Preprocessor(replace(preset.preprocess, max_frames=args.frames)) as preprocessor:
+    with Preprocessor(preprocess_config) as preprocessor:
         for video in videos:
-            d = work / video.stem
+            d = work / (video.stem if args.split == "tail" else f"{video.stem}_{args.split}")
             prepared = preprocessor.process(video, d / "dataset")
-            tracked = track_dataset(prepared.dataset_dir, d / "tracking", preset.track, overlay=False)
+            tracked = track_dataset(prepared.dataset_dir, d / track_name, track_options, overlay=False)
             for variant, config in variants.items():
+                if args.track_variant:
+                    variant = f"{track_name[len('tracking_'):]}+{variant}"
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 started = time.perf_counter()
@@ -81,7 +96,7 @@ def main() -> None:
                 m = result.metrics
                 keys = ("psnr", "ssim", "ms_ssim", "l1", "baseline_psnr", "baseline_ssim", "train_psnr",
                         "outline_error_share", "train_seconds", "load_seconds", "num_gaussians", "size", "device")
-                row = {"video": video.name, "variant": variant, "frames": m["train_frames"] + m["eval_frames"],
+                row = {"video": video.name, "variant": variant, "split": args.split, "frames": m["train_frames"] + m["eval_frames"],
                        "train_frames": m["train_frames"], "eval_frames": m["eval_frames"], **{k: m[k] for k in keys},
                        "wall_seconds": wall, "peak_gpu_memory_gb": m.get("peak_gpu_memory_gb"),
                        **{k: m[k] for k in ("psnr_refined", "ssim_refined", "eval_tracking_correction",
@@ -94,7 +109,8 @@ def main() -> None:
                                 args.pictures / f"{video.stem[:28]}_{variant}_sbs.png")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    report = {"benchmark": "train", "device": device, "torch": torch.__version__, "preset": args.preset,
+    report = {"benchmark": "train", "device": device, "torch": torch.__version__, "preset": args.preset, "split": args.split,
+              "track_variant": args.track_variant,
               "steps": list(train_config.steps), "variants": args.variant, "goals": {"psnr": 29.0, "ssim": 0.95, "seconds_1min_clip": 120,
                                                            "peak_gpu_memory_gb": 16}, "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
