@@ -145,6 +145,35 @@ def test_expression_moves_the_face_but_not_the_hair(head):
     assert torch.all(pose_code(upright) == 0) and pose_code(tilted).abs().max() > 0.1
 
 
+def test_learned_parts_do_not_extrapolate_beyond_the_training_codes(head):
+    """A driver's expression beyond what training saw moves the head model's face, but the learned
+    offsets and colour corrections stop at the training range (their linear maps only extrapolate)."""
+    torch.manual_seed(0)
+    avatar = Avatar.create(head, torch.zeros(head.num_shape), gaussians_per_triangle=1, offset_rank=4, colour_rank=2)
+    avatar.offsets.rank_to_offsets.data.normal_(0, 1e-3)
+    avatar.offsets.pose_to_offsets.data.normal_(0, 1e-3)
+    avatar.gaussians.colour_basis.data.normal_(0, 0.1)
+    train = head.zero_params(4)
+    train.expression = torch.randn(4, head.num_expression) * 0.3
+    train.rotation = torch.randn(4, 3) * 0.05
+    with torch.no_grad():
+        before = avatar.mesh(train)[1]
+        avatar.set_code_range(train)
+        assert torch.equal(avatar.mesh(train)[1], before)  # the training frames themselves are untouched
+        beyond, edge = train[:1].clone(), train[:1].clone()
+        beyond.expression[0, 0] = train.expression[:, 0].max() + 2.0
+        edge.expression[0, 0] = train.expression[:, 0].max()
+        (v_beyond, d_beyond), (v_edge, d_edge) = avatar.mesh(beyond), avatar.mesh(edge)
+        assert torch.allclose(d_beyond, d_edge) and not torch.allclose(v_beyond, v_edge)
+        beyond.translation = edge.translation = torch.tensor([[0.0, -0.05, -0.6]])
+        colours = [avatar.place(p)[0].colours for p in (beyond, edge)]
+        assert torch.allclose(*colours)
+    # an avatar saved before the range existed loads unbounded
+    state = {k: v for k, v in avatar.state_dict().items() if not k.startswith("code_")}
+    old = Avatar.from_state(head, state, offset_rank=4, colour_rank=2)
+    assert torch.isinf(old.code_low).all() and torch.isinf(old.code_high).all()
+
+
 def test_outline_band_is_the_edge_of_the_mask():
     mask = torch.zeros(1, 32, 32, 1)
     mask[:, 8:24, 8:24] = 1
@@ -219,6 +248,8 @@ class TestTraining:
         with torch.no_grad():
             b = avatar2(params, k, TINY.size, torch.ones(3), backend="torch").colour
         assert torch.equal(a, b) and info["stage"] == 3 and a.std() > 0.05
+        # the training frames' condition codes bound the learned parts
+        assert torch.isfinite(avatar.code_low).all() and (avatar.code_low < avatar.code_high).any()
 
     def test_same_request_is_reused_and_a_different_one_refused(self, trained, inputs):
         root, ds, tr = inputs

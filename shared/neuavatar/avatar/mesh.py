@@ -103,15 +103,22 @@ class MeshOffsets(nn.Module):
         return out
 
 
-def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets, identity: Tensor | None = None
-                       ) -> tuple[Tensor, Tensor, Tensor]:
+def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffsets, identity: Tensor | None = None,
+                       code_range: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(B, V, 3) posed vertices with the offsets applied, the (B, V, 3) offsets themselves, and the
-    (B, E + 15) condition code they were made from. ``identity``: see :meth:`HeadModel.forward`."""
+    (B, E + 15) condition code they were made from. ``identity``: see :meth:`HeadModel.forward`.
+
+    ``code_range``: (low, high), each (E + 15,): the learned parts see the condition code clamped to
+    it (the range the training frames spanned), so a new expression or pose never extrapolates
+    them; the head model itself follows ``params`` all the way."""
     head = model(params, identity=identity)
     turn = head_turn(params)
-    expression, pose = expression_code(params), pose_code(params, turn)
-    delta = offsets(expression, pose)
-    return head.vertices + delta @ turn.transpose(1, 2), delta, torch.cat([expression, pose], -1)
+    code = torch.cat([expression_code(params), pose_code(params, turn)], -1)
+    if code_range is not None:
+        code = torch.minimum(torch.maximum(code, code_range[0]), code_range[1])
+    split = code.shape[1] - POSE_CODE_SIZE
+    delta = offsets(code[:, :split], code[:, split:])
+    return head.vertices + delta @ turn.transpose(1, 2), delta, code
 
 
 def face_normals(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,8 @@
     head(θ) ──offsets(ψ, jaw, neck, eyes)──> mesh (B, V, 3) ──bind──> Gaussians ──splat──> image
 
 θ are the head model's parameters of a frame (from the tracker, or from a driver); identity β is
-the person's and fixed. Everything after the head model is learned by the trainer.
+the person's and fixed. Everything after the head model is learned by the trainer. The learned
+parts see θ's condition code clamped to the range the training frames spanned (``set_code_range``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from neuavatar.avatar.mesh import (
     POSE_CODE_SIZE,
     MeshOffsets,
     condition_code_size,
+    expression_code,
     expression_code_size,
     expression_region,
+    pose_code,
     posed_with_offsets,
 )
 from neuavatar.head.model import HeadModel, HeadParams
@@ -59,6 +62,10 @@ class Avatar(nn.Module):
         self.register_buffer("identity", head.identity_template(self.shape.to(head.template.device)), persistent=False)
         self.offsets = MeshOffsets(expression_region(head), expression_code_size(head), POSE_CODE_SIZE, offset_rank)
         self.gaussians = gaussians
+        # the condition codes the training frames spanned (set_code_range); unbounded until then
+        code_size = condition_code_size(head)
+        self.register_buffer("code_low", torch.full((code_size,), -torch.inf, device=shape.device))
+        self.register_buffer("code_high", torch.full((code_size,), torch.inf, device=shape.device))
 
     @classmethod
     def create(cls, head: HeadModel, shape: Tensor, *, gaussians_per_triangle: int, offset_rank: int,
@@ -98,10 +105,22 @@ class Avatar(nn.Module):
         return type(state)((k, v) for k, v in state.items() if not k.startswith("head."))
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
-        full = {**{f"head.{k}": v for k, v in self.head.state_dict().items()}, **state}
+        # avatars trained before the code range existed keep it unbounded
+        full = {**{f"head.{k}": v for k, v in self.head.state_dict().items()}, "code_low": self.code_low,
+                "code_high": self.code_high, **state}
         result = super().load_state_dict(full, strict=strict, assign=assign)
         self.identity = self.head.identity_template(self.shape.to(self.head.template.device))
         return result
+
+    @torch.no_grad()
+    def set_code_range(self, params: HeadParams) -> None:
+        """Bound the condition codes that the learned offsets and colour corrections see to the
+        range of ``params`` (B), the training frames': beyond it their linear maps would only
+        extrapolate (speckled, misshapen faces on a driver's wider grimaces and turns)."""
+        params = self.with_identity(params)
+        code = torch.cat([expression_code(params), pose_code(params)], -1)
+        self.code_low.copy_(code.min(0).values)
+        self.code_high.copy_(code.max(0).values)
 
     def with_identity(self, params: HeadParams) -> HeadParams:
         """``params`` with the avatar's own identity (a driver's identity never leaks in)."""
@@ -110,14 +129,16 @@ class Avatar(nn.Module):
 
     def mesh(self, params: HeadParams) -> tuple[Tensor, Tensor]:
         """(B, V, 3) the refined mesh in model space, and its (B, V, 3) offsets."""
-        vertices, offsets, _ = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity)
+        vertices, offsets, _ = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity,
+                                                  (self.code_low, self.code_high))
         return vertices, offsets
 
     def place(self, params: HeadParams, view: Tensor | None = None) -> tuple[WorldGaussians, Tensor, Tensor]:
         """The Gaussians (camera space) for head parameters ``params`` (B), the refined mesh (B, V, 3)
         in model space and its offsets (B, V, 3): everything before the rasterizer.
         ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
-        vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity)
+        vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity,
+                                                     (self.code_low, self.code_high))
         if view is not None:
             centre = vertices.mean(1, keepdim=True)
             vertices = (vertices - centre) @ view.transpose(1, 2) + centre

@@ -156,6 +156,7 @@ def train_avatar(dataset_dir: Path, tracking_dir: Path, out: Path, config: Avata
     # the training frames as the avatar saw them (refined tracking, where it was refined)
     with torch.no_grad():
         data.params = trainer.corrections(data.params, torch.arange(data.num_frames, device=device))
+    avatar.set_code_range(data.params[data.train_ids.to(device)])
     lpips = None
     if lpips_weights:
         from neuavatar.metrics.lpips import load_lpips
