@@ -66,12 +66,12 @@ def main() -> None:
     if args.skip_default and len(variants) > 1:
         del variants["default"]
     preprocess_config = replace(preset.preprocess, max_frames=args.frames, split=args.split)
-    track_options, track_name = preset.track, "tracking"
+    track_options, track_label = preset.track, ""
     if args.track_variant:
-        name, _, settings = args.track_variant.partition(":")
+        track_label, _, settings = args.track_variant.partition(":")
         overrides = tomllib.loads(settings.replace(";", "\n"))
-        track_options = from_dict(type(track_options), {**asdict(track_options), **overrides}, where=f"tracking {name}")
-        track_name = f"tracking_{name}"
+        track_options = from_dict(type(track_options), {**asdict(track_options), **overrides},
+                                  where=f"tracking {track_label}")
     work = args.work or Path(tempfile.mkdtemp(prefix="neuavatar-train-"))
     videos = list(args.videos)
     if args.sample_seconds:
@@ -83,10 +83,11 @@ def main() -> None:
         for video in videos:
             d = work / (video.stem if args.split == "tail" else f"{video.stem}_{args.split}")
             prepared = preprocessor.process(video, d / "dataset")
-            tracked = track_dataset(prepared.dataset_dir, d / track_name, track_options, overlay=False)
+            tracking_dir = d / (f"tracking_{track_label}" if track_label else "tracking")
+            tracked = track_dataset(prepared.dataset_dir, tracking_dir, track_options, overlay=False)
             for variant, config in variants.items():
-                if args.track_variant:
-                    variant = f"{track_name[len('tracking_'):]}+{variant}"
+                if track_label:
+                    variant = f"{track_label}+{variant}"
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 started = time.perf_counter()

@@ -1,9 +1,9 @@
 """Which learned part of the avatar goes wrong on held-out expressions and poses?
 
 On trained avatars (`bench/train.py --work` directories), held-out PSNR with: the learned parts as
-trained; their condition codes (expression, jaw, eyes; neck and up direction) clamped to the box the
-training frames span, so the learned maps never extrapolate (the head model itself still follows
-the frame's parameters); and each learned conditioned part switched off (colour corrections,
+trained, unbounded; their condition codes (expression, jaw, eyes; neck and up direction) clamped to the box the
+training frames span (`Avatar.set_code_range`, which training now applies), so the learned maps
+never extrapolate (the head model itself still follows the frame's parameters); and each learned conditioned part switched off (colour corrections,
 pose-linear offsets, expression offsets).
 
     python bench/device/extrapolation_analysis.py WORK/CLIP/avatar_default ... --pictures OUT
@@ -20,35 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout_analysis import frame_psnr  # noqa: E402
-
-
-def clamp_codes(avatar, lo, hi):
-    """Make ``avatar.place`` feed its learned maps condition codes clamped to [lo, hi]."""
-    from neuavatar.avatar.mesh import expression_code, head_turn, pose_code
-    from neuavatar.render import model_to_camera
-
-    def place(params, view=None):
-        params = avatar.with_identity(params)
-        head = avatar.head(params, identity=avatar.identity)
-        turn = head_turn(params)
-        e, p = expression_code(params), pose_code(params, turn)
-        code = torch.minimum(torch.maximum(torch.cat([e, p], -1), lo), hi)
-        delta = avatar.offsets(code[:, :e.shape[1]], code[:, e.shape[1]:])
-        vertices = head.vertices + delta @ turn.transpose(1, 2)
-        return avatar.gaussians.place(model_to_camera(vertices), avatar.head.faces, code), vertices, delta
-
-    avatar.place = place
+from heldout_analysis import frame_psnr, load_trained  # noqa: E402
 
 
 def main() -> None:
-    from neuavatar.avatar.data import AvatarData
     from neuavatar.avatar.evaluate import evenly_spaced, side_by_side
-    from neuavatar.avatar.mesh import expression_code, pose_code
-    from neuavatar.avatar.pipeline import _head_for, load_avatar
-    from neuavatar.dataset import Dataset
-    from neuavatar.track.tracking import Tracking
-
+    from neuavatar.avatar.mesh import condition_code
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("avatars", type=Path, nargs="+")
     parser.add_argument("--pictures", type=Path)
@@ -58,29 +35,23 @@ def main() -> None:
     rows = []
     for avatar_dir in args.avatars:
         clip = avatar_dir.parent
-        base, meta = load_avatar(avatar_dir, device)
-        cfg = meta["config"]
-        tracking = Tracking.load(clip / "tracking")
-        head, _ = _head_for(tracking, device)
-        data = AvatarData(Dataset(clip / "dataset"), tracking, head, cfg["size"], tuple(cfg["background"]), device)
+        base, _, data = load_trained(avatar_dir, device)
         val, train = data.val_ids.to(device), data.train_ids.to(device)
         some_train = evenly_spaced(train, 64)
-        p = base.with_identity(data.params[train])
-        codes = torch.cat([expression_code(p), pose_code(p)], -1)
-        lo, hi = codes.min(0).values, codes.max(0).values
-        pv = base.with_identity(data.params[val])
-        val_codes = torch.cat([expression_code(pv), pose_code(pv)], -1)
+        base.set_code_range(data.params[train])  # what training now saves; "as trained" below is unbounded
+        lo, hi = base.code_low.clone(), base.code_high.clone()
+        val_codes = condition_code(base.with_identity(data.params[val]))
         outside = ((val_codes < lo) | (val_codes > hi)).float()
         row = {"avatar": str(avatar_dir), "val_frames_outside_box": float((outside.sum(1) > 0).float().mean()),
-               "val_dims_outside_box_mean": float(outside.sum(1).mean()), "code_size": codes.shape[1]}
+               "val_dims_outside_box_mean": float(outside.sum(1).mean()), "code_size": len(lo)}
 
         def variant(name, edit=None, clamp=False):
             avatar = copy.deepcopy(base)
             if edit is not None:
                 with torch.no_grad():
                     edit(avatar)
-            if clamp:
-                clamp_codes(avatar, lo, hi)
+            avatar.code_low.copy_(lo if clamp else torch.full_like(lo, -torch.inf))
+            avatar.code_high.copy_(hi if clamp else torch.full_like(hi, torch.inf))
             row[name] = {"psnr_val": float(frame_psnr(avatar, data, val).mean()),
                          "psnr_train": float(frame_psnr(avatar, data, some_train).mean())}
             print(f"{clip.name[:28]:<28} {name:<28} val {row[name]['psnr_val']:6.2f}  train {row[name]['psnr_train']:6.2f}",

@@ -37,6 +37,22 @@ def lag1(x: torch.Tensor) -> float:
     return float((num / den).mean())
 
 
+def load_trained(avatar_dir: Path, device: torch.device):
+    """A `bench/train.py --work` avatar with its clip's data: (avatar, its config dict, AvatarData)."""
+    from neuavatar.avatar.data import AvatarData
+    from neuavatar.avatar.pipeline import _head_for, load_avatar
+    from neuavatar.dataset import Dataset
+    from neuavatar.track.tracking import Tracking
+
+    clip = avatar_dir.parent
+    avatar, meta = load_avatar(avatar_dir, device)
+    cfg = meta["config"]
+    tracking = Tracking.load(clip / "tracking")
+    head, _ = _head_for(tracking, device)
+    data = AvatarData(Dataset(clip / "dataset"), tracking, head, cfg["size"], tuple(cfg["background"]), device)
+    return avatar, cfg, data
+
+
 @torch.no_grad()
 def frame_psnr(avatar, data, ids, params=None) -> torch.Tensor:
     from neuavatar.metrics.image import psnr
@@ -52,20 +68,12 @@ def frame_psnr(avatar, data, ids, params=None) -> torch.Tensor:
 
 
 def analyse(avatar_dir: Path, device: torch.device, train_sample: int) -> dict:
-    from neuavatar.avatar.data import AvatarData
-    from neuavatar.avatar.pipeline import _head_for, load_avatar
+    from neuavatar.avatar.evaluate import evenly_spaced
     from neuavatar.avatar.refine import refine_frames
-    from neuavatar.dataset import Dataset
-    from neuavatar.track.tracking import Tracking
 
-    clip = avatar_dir.parent
-    avatar, meta = load_avatar(avatar_dir, device)
-    cfg = meta["config"]
-    dataset, tracking = Dataset(clip / "dataset"), Tracking.load(clip / "tracking")
-    head, _ = _head_for(tracking, device)
-    data = AvatarData(dataset, tracking, head, cfg["size"], tuple(cfg["background"]), device)
+    avatar, cfg, data = load_trained(avatar_dir, device)
     val, train = data.val_ids.to(device), data.train_ids.to(device)
-    sample = train[torch.linspace(0, len(train) - 1, min(train_sample, len(train)), device=device).round().long()]
+    sample = evenly_spaced(train, train_sample)
     p = data.params
 
     # novelty of each held-out frame
@@ -97,16 +105,16 @@ def analyse(avatar_dir: Path, device: torch.device, train_sample: int) -> dict:
     w = torch.linalg.solve(x_train.T @ x_train + eye, x_train.T @ d_train)
     predicted = x_val @ w
     r2 = 1 - (d_val - predicted).pow(2).sum() / (d_val - d_val.mean(0)).pow(2).sum().clamp_min(1e-12)
-    corrected = p[val].clone()
-    corrected.rotation = corrected.rotation + predicted[:, :3]
-    corrected.translation = corrected.translation + predicted[:, 3:]
-    psnr_predicted = frame_psnr(avatar, data, val, corrected)
+
+    def shifted(correction):  # the held-out frames' tracking plus a (6,) or (V, 6) rigid correction
+        out = p[val].clone()
+        out.rotation, out.translation = out.rotation + correction[..., :3], out.translation + correction[..., 3:]
+        return out
+
+    psnr_predicted = frame_psnr(avatar, data, val, shifted(predicted))
     psnr_refined = frame_psnr(avatar, data, val, refined_val)
     mean_train_delta = d_train.mean(0)
-    constant = p[val].clone()
-    constant.rotation = constant.rotation + mean_train_delta[:3]
-    constant.translation = constant.translation + mean_train_delta[3:]
-    psnr_constant = frame_psnr(avatar, data, val, constant)
+    psnr_constant = frame_psnr(avatar, data, val, shifted(mean_train_delta))
 
     deg = 180 / math.pi
     return {

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout_analysis import frame_psnr  # noqa: E402
+from heldout_analysis import frame_psnr, load_trained  # noqa: E402
 
 from neuavatar.avatar.data import AvatarData  # noqa: E402
 from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians  # noqa: E402
@@ -86,11 +86,7 @@ def fill_unseen(gaussians: BoundGaussians, seen: Tensor, faces: Tensor, min_seen
 
 
 def main() -> None:
-    from neuavatar.avatar.data import AvatarData
     from neuavatar.avatar.evaluate import evenly_spaced, side_by_side
-    from neuavatar.avatar.pipeline import _head_for, load_avatar
-    from neuavatar.dataset import Dataset
-    from neuavatar.track.tracking import Tracking
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("avatars", type=Path, nargs="+")
@@ -102,11 +98,7 @@ def main() -> None:
     rows = []
     for avatar_dir in args.avatars:
         clip = avatar_dir.parent
-        avatar, meta = load_avatar(avatar_dir, device)
-        cfg = meta["config"]
-        tracking = Tracking.load(clip / "tracking")
-        head, _ = _head_for(tracking, device)
-        data = AvatarData(Dataset(clip / "dataset"), tracking, head, cfg["size"], tuple(cfg["background"]), device)
+        avatar, _, data = load_trained(avatar_dir, device)
         val = data.val_ids.to(device)
         seen = seen_weight(avatar, data, data.train_ids)
         colour = torch.sigmoid(avatar.gaussians.colour_logit.detach())
@@ -122,7 +114,7 @@ def main() -> None:
         state = copy.deepcopy(avatar.gaussians.state_dict())
         for t in args.thresholds:
             avatar.gaussians.load_state_dict(state)
-            n = fill_unseen(avatar.gaussians, seen, head.faces, t)
+            n = fill_unseen(avatar.gaussians, seen, avatar.head.faces, t)
             row["filled"][str(t)] = {"changed": n, "psnr_val": float(frame_psnr(avatar, data, val).mean()),
                                     "psnr_train": float(frame_psnr(avatar, data, evenly_spaced(data.train_ids.to(device), 64)).mean())}
             if args.pictures and t == 1.0:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadModel, HeadParams
 
-__all__ = ["MeshOffsets", "condition_code_size", "expression_code", "expression_code_size", "pose_code",
+__all__ = ["MeshOffsets", "condition_code", "condition_code_size", "expression_code", "expression_code_size", "pose_code",
            "POSE_CODE_SIZE", "expression_region", "head_turn", "posed_with_offsets", "face_normals",
            "triangle_frames", "laplacian", "uniform_laplacian_loss", "adjacent_faces", "normal_consistency_loss"]
 
@@ -54,6 +54,12 @@ def pose_code(params: HeadParams, turn: Tensor | None = None) -> Tensor:
     up = turn[:, 1, :]  # Rᵀ e_y: the second row of R
     # minus e_y, written without a constant tensor (a host-to-device copy breaks CUDA-graph capture)
     return torch.cat([params.neck, up[:, :1], up[:, 1:2] - 1, up[:, 2:]], -1)
+
+
+def condition_code(params: HeadParams, turn: Tensor | None = None) -> Tensor:
+    """(B, E + 15) the expression and pose codes together: what the learned offsets and colour
+    corrections follow. ``turn``: :func:`head_turn`, if known."""
+    return torch.cat([expression_code(params), pose_code(params, turn)], -1)
 
 
 def condition_code_size(model: HeadModel) -> int:
@@ -113,7 +119,7 @@ def posed_with_offsets(model: HeadModel, params: HeadParams, offsets: MeshOffset
     them; the head model itself follows ``params`` all the way."""
     head = model(params, identity=identity)
     turn = head_turn(params)
-    code = torch.cat([expression_code(params), pose_code(params, turn)], -1)
+    code = condition_code(params, turn)
     if code_range is not None:
         code = torch.minimum(torch.maximum(code, code_range[0]), code_range[1])
     split = code.shape[1] - POSE_CODE_SIZE

@@ -18,11 +18,10 @@ from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
 from neuavatar.avatar.mesh import (
     POSE_CODE_SIZE,
     MeshOffsets,
+    condition_code,
     condition_code_size,
-    expression_code,
     expression_code_size,
     expression_region,
-    pose_code,
     posed_with_offsets,
 )
 from neuavatar.head.model import HeadModel, HeadParams
@@ -117,8 +116,7 @@ class Avatar(nn.Module):
         """Bound the condition codes that the learned offsets and colour corrections see to the
         range of ``params`` (B), the training frames': beyond it their linear maps would only
         extrapolate (speckled, misshapen faces on a driver's wider grimaces and turns)."""
-        params = self.with_identity(params)
-        code = torch.cat([expression_code(params), pose_code(params)], -1)
+        code = condition_code(self.with_identity(params))
         self.code_low.copy_(code.min(0).values)
         self.code_high.copy_(code.max(0).values)
 
