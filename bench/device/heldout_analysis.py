@@ -47,7 +47,9 @@ def load_trained(avatar_dir: Path, device: torch.device):
     clip = avatar_dir.parent
     avatar, meta = load_avatar(avatar_dir, device)
     cfg = meta["config"]
-    tracking = Tracking.load(clip / "tracking")
+    # bench/train.py --track-variant NAME names its avatars avatar_NAME+VARIANT, tracked in tracking_NAME
+    label = avatar_dir.name.removeprefix("avatar_").partition("+")
+    tracking = Tracking.load(clip / (f"tracking_{label[0]}" if label[1] else "tracking"))
     head, _ = _head_for(tracking, device)
     data = AvatarData(Dataset(clip / "dataset"), tracking, head, cfg["size"], tuple(cfg["background"]), device)
     return avatar, cfg, data
