@@ -186,9 +186,16 @@ def test_batcher_renders_concurrent_requests_together(renderer):
     for t in threads:
         t.join()
     assert not errors, errors
-    for i, frame in enumerate(expected):
-        diff = np.abs(results[i].astype(int) - frame)
-        assert diff.max() <= 1, (i, int(diff.max()), int((diff > 1).sum()))
+    # Each caller gets its own frame: nearer its single render than any other yaw's (neighbouring
+    # yaws differ by ~20 levels on average). Batched posing rounds differently in the last bit, and
+    # that can swap two Gaussians whose depths lie within one ulp (seen on one trained avatar: two
+    # Gaussians 1.5e-8 apart, 3 pixels off by 3 levels), so a few pixels may differ by more than 1.
+    for i in range(len(yaws)):
+        got = results[i].astype(int)
+        distances = [float(np.abs(got - frame).mean()) for frame in expected]
+        assert int(np.argmin(distances)) == i and distances[i] < 0.05, (i, distances)
+        off = int((np.abs(got - expected[i]).max(-1) > 1).sum())
+        assert off <= got.shape[0] * got.shape[1] // 1000, (i, off)
     stats = {k: batcher.stats[k] - before[k] for k in before}
     assert stats["frames"] == len(yaws) and stats["renders"] < len(yaws), stats
     with pytest.raises(ValueError, match="one frame per request"):
