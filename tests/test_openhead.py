@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from neuavatar.errors import ConfigError
 from neuavatar.head import load_openhead
+from neuavatar.head.model import HeadParams
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +125,16 @@ def test_cpu_and_cuda_agree(head):
     gpu = head.to("cuda")(params.to("cuda")).vertices.cpu()
     head.to("cpu")
     torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-5)
+
+
+def test_the_median_of_repeated_parameters_is_the_parameters(head):
+    """A rest pose repeated over frames (expanded tensors) has itself as its median (torch 2.13's
+    median along dim 0 of an expanded tensor returned other values: NaN translations downstream)."""
+    one = head.zero_params(1)
+    one.translation = torch.tensor([[0.0067, -0.1399, -0.3579]])
+    one.jaw = torch.tensor([[0.1, 0.2, 0.3]])
+    repeated = HeadParams(**{f.name: getattr(one, f.name).expand(5, *getattr(one, f.name).shape[1:])
+                             for f in dataclasses.fields(HeadParams)})
+    median = repeated.median()
+    for f in dataclasses.fields(HeadParams):
+        assert torch.equal(getattr(median, f.name), getattr(one, f.name)), f.name

@@ -53,7 +53,9 @@ class HeadParams:
 
     def median(self) -> HeadParams:
         """(1) the per-parameter median over the batch: a person's rest pose over a clip."""
-        return HeadParams(**{f.name: getattr(self, f.name).median(0, keepdim=True).values for f in fields(self)})
+        # contiguous first: torch 2.13's median along dim 0 of an expanded (stride-0) tensor is wrong
+        return HeadParams(**{f.name: getattr(self, f.name).contiguous().median(0, keepdim=True).values
+                             for f in fields(self)})
 
     def __getitem__(self, index) -> HeadParams:
         """The parameters of the frames ``index`` selects (a slice or index tensor), batch kept."""
