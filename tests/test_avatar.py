@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from neuavatar.avatar import AvatarConfig, load_avatar, load_checkpoint, save_checkpoint, schedule_value, train_avatar
+from neuavatar.avatar.cut import NeckCut, cut_mask
 from neuavatar.avatar.evaluate import outline_band
 from neuavatar.avatar.gaussians import matrix_to_quaternion, quaternion_multiply
 from neuavatar.avatar.mesh import (
@@ -27,6 +28,7 @@ from neuavatar.config import from_dict, load_file
 from neuavatar.errors import CheckpointError, ConfigError, OutputExistsError
 from neuavatar.head import load_openhead
 from neuavatar.head.lbs import axis_angle_to_matrix
+from neuavatar.render import model_to_camera, project
 from neuavatar.render.gaussians import _gsplat_available
 from neuavatar.track import Tracking
 
@@ -172,6 +174,84 @@ def test_learned_parts_do_not_extrapolate_beyond_the_training_codes(head):
     state = {k: v for k, v in avatar.state_dict().items() if not k.startswith("code_")}
     old = Avatar.from_state(head, state, offset_rank=4, colour_rank=2)
     assert torch.isinf(old.code_low).all() and torch.isinf(old.code_high).all()
+
+
+def _boundary_rows(mask: torch.Tensor) -> torch.Tensor:
+    """(W,) per column, the first row from the top where ``mask`` (S, S) drops below 1/2 (S: none)."""
+    below = mask < 0.5
+    return torch.where(below.any(0), below.float().argmax(0), torch.tensor(mask.shape[0]))
+
+
+def test_the_neck_cut_is_a_smooth_ring_just_above_the_mesh_edge(head):
+    """The avatar ends at a ring around the neck that clears the mesh's ragged edge everywhere but
+    stays close to it, with no jumps (the old cut followed the ragged edge: a notch in every frame)."""
+    cut = NeckCut.from_head(head.template, head.faces)
+    ring = cut.ring(head.template[None])[0]
+    assert len(ring) >= 40 and torch.all((cut.weights >= 0) & (cut.weights <= 1))
+    steps = (ring - ring.roll(1, 0)).norm(dim=-1)
+    assert steps.max() < 0.015, steps.max()  # a closed loop, point after point around the neck
+    edges = torch.cat([head.faces[:, [0, 1]], head.faces[:, [1, 2]], head.faces[:, [2, 0]]]).sort(1).values
+    unique, count = edges.unique(dim=0, return_counts=True)
+    rim = unique[count == 1].flatten().unique()
+    rim = head.template[rim[head.template[rim, 1] < head.template[:, 1].min() + 0.04]]
+    nearest = (rim[:, None, [0, 2]] - ring[None, :, [0, 2]]).norm(dim=-1).argmin(1)
+    lift = ring[nearest, 1] - rim[:, 1]
+    assert lift.min() > 0 and lift.max() < 0.025, (lift.min(), lift.max())  # above the edge, not far above it
+
+
+def test_the_cut_is_smooth_and_follows_the_head(head):
+    """Upright, turned and tilted: the face is kept, the bottom of the image is cut, and the boundary
+    runs smoothly from column to column (no notch)."""
+    avatar = Avatar.create(head, torch.zeros(head.num_shape), gaussians_per_triangle=1, offset_rank=0, colour_rank=0)
+    params = head.zero_params(3)
+    params.translation[:] = torch.tensor([0.0, -0.06, -0.55])
+    params.rotation[1, 1] = 0.5  # turned
+    params.rotation[2, 2] = 0.35  # tilted
+    k = torch.tensor([[300.0, 300.0, 64.0, 64.0]] * 3)
+    with torch.no_grad():
+        placed, _, _ = avatar.place(params)
+        m = cut_mask(placed.ring, k, 128)[..., 0]
+        landmarks = head.landmarks_mediapipe(head(params).vertices, head.faces)
+        chin = project(model_to_camera(landmarks[:, [1, 152]]), k)  # the nose tip and the chin
+    for b in range(3):
+        for x, y in chin[b].round().long().tolist():
+            assert m[b, y, x] == 1  # the face, chin included, is kept
+        rows = _boundary_rows(m[b])
+        assert rows.min() > 64 and m[b, -1, 64] == 0, rows  # below the face; the neck's bottom is cut
+        jumps = (rows[1:] - rows[:-1]).abs()
+        assert jumps.max() <= 3, (b, jumps.max())  # smooth: never a step of more than 3 px between columns
+    assert (_boundary_rows(m[2])[20] - _boundary_rows(m[2])[108]).abs() > 5  # tilted: the cut tilts with it
+
+
+def test_the_mouth_has_a_dark_cavity_that_opens_with_the_jaw(head):
+    """Through a wide-open mouth the avatar shows its (dark) cavity, not what lies behind it; with
+    the mouth closed the cavity hides behind the lips. Avatars saved before it existed load without."""
+    avatar = Avatar.create(head, torch.zeros(head.num_shape), gaussians_per_triangle=1, offset_rank=0, colour_rank=0,
+                           albedo=torch.full((8, 8, 3), 0.8))
+    assert avatar.mouth is not None and len(avatar.faces) == len(head.faces) + len(avatar.mouth.faces)
+    params = head.zero_params(2)
+    params.translation[:] = torch.tensor([0.0, -0.07, -0.5])  # the mouth in the middle of the image
+    params.jaw[1, 0] = math.radians(25)  # wide open
+    k = torch.tensor([[400.0, 400.0, 64.0, 64.0]] * 2)
+    hidden = Avatar.from_state(head, avatar.state_dict(), offset_rank=0, colour_rank=0)
+    cavity = torch.arange(len(hidden.gaussians)) >= len(head.faces)
+    hidden.gaussians.opacity_logit.data[cavity] = -20.0  # the same avatar with its cavity transparent
+    with torch.no_grad():
+        shown, without = (a(params, k, 128, torch.ones(3), backend="torch").colour for a in (avatar, hidden))
+    changed = (shown - without).abs().amax(-1) > 0.3  # (2, S, S) where the cavity shows
+    assert changed[1].sum() > 100 and shown[1][changed[1]].mean() < 0.4  # open: a dark pocket around the tongue
+    lips = project(model_to_camera(head.landmarks(head(params).vertices)[1:, [13, 14]]), k[1:])[0]  # upper, lower
+    rows = changed[1].nonzero()[:, 0].float()
+    assert lips[0, 1] - 2 < rows.min() and rows.max() < lips[1, 1] + 2  # between the lips
+    assert not changed[0].any()  # closed: the cavity stays behind the lips
+    old = {k: v for k, v in avatar.state_dict().items() if not k.startswith("gaussians.")}
+    old.update({k: v[~cavity] for k, v in avatar.state_dict().items() if k.startswith("gaussians.")
+                and v.shape[:1] == cavity.shape})
+    old.update({k: v for k, v in avatar.state_dict().items() if k.startswith("gaussians.") and k not in old})
+    legacy = Avatar.from_state(head, old, offset_rank=0, colour_rank=0)
+    assert legacy.mouth is None and torch.equal(legacy.faces, head.faces)
+    with torch.no_grad():
+        assert legacy(params, k, 128, torch.ones(3), backend="torch").colour.isfinite().all()
 
 
 def test_outline_band_is_the_edge_of_the_mask():

@@ -70,7 +70,8 @@ class AvatarRenderer:
         self.intrinsics = t(rest["intrinsics"])  # (1, 4) at self.size
         self.num_expression = self.rest.expression.shape[-1]
         self.info = info
-        self._graphs = GraphedPlacement(self.avatar, self.rest, compile) if cuda_graphs and self.device.type == "cuda" else None
+        self._graphs = (GraphedPlacement(self.avatar, self.rest, self.intrinsics, self.size, compile)
+                        if cuda_graphs and self.device.type == "cuda" else None)
         self._lock = threading.RLock()  # graph buffers are reused by the next render: one render at a time
         self._batcher = None
 
@@ -120,8 +121,11 @@ class AvatarRenderer:
         b = params.batch_size
         k = self.intrinsics.expand(b, 4) if intrinsics is None else intrinsics
         with self._lock:
-            placed = self._graphs(params, view) if self._graphs is not None else self.avatar.place(params, view)[0]
-            colour, _ = splat(placed, k, self.size, self.background, self.backend)
+            if self._graphs is not None:
+                placed, cut = self._graphs(params, view, k)
+            else:
+                placed, cut = self.avatar.place(params, view)[0], None
+            colour, _ = splat(placed, k, self.size, self.background, self.backend, cut=cut)
         return colour.clamp_(0, 1)
 
     def render_uint8(self, params: HeadParams, intrinsics: Tensor | None = None, view: Tensor | None = None

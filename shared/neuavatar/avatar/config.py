@@ -116,6 +116,10 @@ class AvatarConfig:
     w_opacity: Stage3 = (0.0, 0.0, 0.001)
     """Weight pushing opacities to 0 or 1 (binary entropy), so no half-transparent floaters stay."""
 
+    mouth_weight: float = 10.0
+    """How many times an L1 error counts on the lips and inside the mouth (its labels): they are a
+    few hundred pixels, yet a person looks at them first (FlashAvatar weights its mouth ×40)."""
+
     max_scale: float = 0.6
     """A Gaussian's scale (in units of its triangle's size) above which ``w_scale`` applies."""
 
@@ -164,6 +168,8 @@ class AvatarConfig:
 
         if set(self.refine) - set(REFINABLE):
             raise ValueError(f"refine: choose from {', '.join(REFINABLE)}, got {list(self.refine)}")
+        if self.mouth_weight < 0:
+            raise ValueError("mouth_weight must be >= 0")
         if any(not 0 <= c <= 1 for c in self.background):
             raise ValueError("background colours must lie in [0, 1]")
 

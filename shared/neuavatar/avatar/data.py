@@ -2,8 +2,10 @@
 
 The avatar covers the head, hair and neck, not the torso (the head model ends at the base of the
 neck, and the shoulders move on their own). So each frame's target is the person's alpha matte
-without the torso: what the tracked head mesh (dilated a little) does not cover, below the base of
-the neck or, where labelled neck/torso, below the chin. Targets are composited over the avatar's background colour with that mask.
+above the avatar's neck cut (``neuavatar.avatar.cut``: the same smooth boundary every render has),
+less what is labelled neck/torso below the chin and outside the tracked head mesh (dilated a
+little): clothing beside the neck. Targets are composited over the avatar's background colour with
+that mask.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuavatar.avatar.cut import NeckCut, cut_mask
 from neuavatar.avatar.model import mesh_coverage
 from neuavatar.dataset import LABELS, Dataset
 from neuavatar.errors import DatasetError
 from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.progress import Progress, no_progress
+from neuavatar.render import model_to_camera
 from neuavatar.track.tracking import Tracking
 
 __all__ = ["AvatarData", "Batch"]
@@ -29,12 +33,14 @@ CHIN = 152  # MediaPipe's landmark at the bottom of the chin
 @dataclass
 class Batch:
     """Frames ``ids`` (B,): target (B, S, S, 3) composited over the background, mask (B, S, S, 1),
-    hair (B, S, S, 1) pixels labelled hair, head parameters and intrinsics (B, 4)."""
+    hair (B, S, S, 1) and mouth (B, S, S, 1) pixels labelled hair, and lips or mouth interior; head
+    parameters and intrinsics (B, 4)."""
 
     ids: Tensor
     target: Tensor
     mask: Tensor
     hair: Tensor
+    mouth: Tensor
     params: HeadParams
     intrinsics: Tensor
 
@@ -60,34 +66,35 @@ class AvatarData:
             raise DatasetError(f"{dataset.root} has no training frames with a tracked face")
 
         hair_label, torso_label = LABELS.index("hair"), LABELS.index("neck_torso")
+        mouth_labels = LABELS.index("lips"), LABELS.index("mouth_interior")
 
         frames = dataset.resized(size, ("image", "alpha", "labels"), progress=progress)
         self.images = torch.from_numpy(frames["image"]).to(device)  # (T, S, S, 3) uint8
         labels_t = torch.from_numpy(frames["labels"]).to(device)
         alpha_t = torch.from_numpy(frames["alpha"]).to(device)
-        covered = self._head_coverage(head, size)
-        # What the head mesh does not cover is torso when it lies below the mesh's lowest point (the
-        # base of the neck), or when it is labelled neck/torso and lies below the chin (above the
-        # chin that label is often long hair: the labels are heuristic).
+        covered, cut = self._head_coverage(head, size)
+        # Beside the neck, what the head mesh does not cover is clothing where it is labelled
+        # neck/torso below the chin (above the chin that label is often long hair: the labels are heuristic).
         rows = torch.arange(size, device=device)[None, :, None]
-        lowest = torch.where(covered, rows, -1).flatten(1).amax(1)  # (T,)
         chin = torch.from_numpy(np.nan_to_num(dataset.landmarks[:, CHIN, 1]) * (size / dataset.size)).to(device)
-        torso = (rows > lowest[:, None, None]) | ((labels_t == torso_label) & (rows > chin[:, None, None]))
-        keep = ~torso | covered
-        self.masks = (alpha_t * keep * 255).round().byte()  # (T, S, S)
-        self.hair = labels_t == hair_label
+        clothing = (labels_t == torso_label) & (rows > chin[:, None, None]) & ~covered
+        self.masks = (alpha_t * ~clothing * cut * 255).round().byte()  # (T, S, S)
+        self.hair = (labels_t == hair_label) & (cut > 0.5)
+        self.mouth = (labels_t == mouth_labels[0]) | (labels_t == mouth_labels[1])
 
     @torch.no_grad()
-    def _head_coverage(self, head: HeadModel, size: int, chunk: int = 32) -> Tensor:
-        """(T, S, S) bool: the tracked head mesh's coverage, dilated by ~2% of the image."""
+    def _head_coverage(self, head: HeadModel, size: int, chunk: int = 32) -> tuple[Tensor, Tensor]:
+        """(T, S, S) bool: the tracked head mesh's coverage, dilated by ~2% of the image; and (T, S, S)
+        the neck cut's mask m in [0, 1] (``neuavatar.avatar.cut``)."""
         radius = max(1, size // 48)
-        out = []
+        neck = NeckCut.from_head(head.template, head.faces).to(self.device)
+        covered, cut = [], []
         for ids in torch.arange(self.num_frames, device=self.device).split(chunk):
             vertices = head(self.params[ids]).vertices
             cov = mesh_coverage(vertices, head.faces, self.intrinsics[ids], size)[..., 0] > 0.5
-            cov = torch.nn.functional.max_pool2d(cov[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0
-            out.append(cov)
-        return torch.cat(out)
+            covered.append(torch.nn.functional.max_pool2d(cov[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0)
+            cut.append(cut_mask(model_to_camera(neck.ring(vertices)), self.intrinsics[ids], size)[..., 0])
+        return torch.cat(covered), torch.cat(cut)
 
     def batch(self, ids: Tensor) -> Batch:
         """The frames ``ids`` (B,) ready for a loss."""
@@ -96,4 +103,4 @@ class AvatarData:
         mask = self.masks[ids].float()[..., None] / 255
         target = image * mask + self.background * (1 - mask)
         return Batch(ids=ids, target=target, mask=mask, hair=self.hair[ids][..., None].float(),
-                     params=self.params[ids], intrinsics=self.intrinsics[ids])
+                     mouth=self.mouth[ids][..., None].float(), params=self.params[ids], intrinsics=self.intrinsics[ids])

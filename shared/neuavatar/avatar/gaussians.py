@@ -26,13 +26,15 @@ __all__ = ["BoundGaussians", "WorldGaussians", "matrix_to_quaternion", "quaterni
 @dataclass
 class WorldGaussians:
     """Gaussians placed in space, per batch item: means (B, N, 3), quats (B, N, 4) wxyz, scales (B, N, 3),
-    opacities (B, N), colours (B, N, 3)."""
+    opacities (B, N), colours (B, N, 3); and, where the avatar ends, the ring (B, K, 3) of its neck
+    cut in the same space (``neuavatar.avatar.cut``; None: no cut)."""
 
     means: Tensor
     quats: Tensor
     scales: Tensor
     opacities: Tensor
     colours: Tensor
+    ring: Tensor | None = None
 
 
 def matrix_to_quaternion(rot: Tensor) -> Tensor:

@@ -1,19 +1,22 @@
 """The avatar: a head model refined by learned offsets, dressed in Gaussians bound to its triangles.
 
-    head(θ) ──offsets(ψ, jaw, neck, eyes)──> mesh (B, V, 3) ──bind──> Gaussians ──splat──> image
+    head(θ) ──offsets(ψ, jaw, neck, eyes)──> mesh (B, V, 3) ──bind──> Gaussians ──splat──> image ──cut──> image
 
 θ are the head model's parameters of a frame (from the tracker, or from a driver); identity β is
 the person's and fixed. Everything after the head model is learned by the trainer. The learned
 parts see θ's condition code clamped to the range the training frames spanned (``set_code_range``).
+The image ends at a smooth cut across the neck (``neuavatar.avatar.cut``), as the training targets do.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from neuavatar.avatar.cut import NeckCut, blend_cut, cut_mask
 from neuavatar.avatar.gaussians import BoundGaussians, WorldGaussians
 from neuavatar.avatar.mesh import (
     POSE_CODE_SIZE,
@@ -22,8 +25,10 @@ from neuavatar.avatar.mesh import (
     condition_code_size,
     expression_code_size,
     expression_region,
+    head_turn,
     posed_with_offsets,
 )
+from neuavatar.avatar.mouth import CAVITY_COLOUR, MouthCavity
 from neuavatar.head.model import HeadModel, HeadParams
 from neuavatar.render import antialias, clip_space, model_to_camera, rasterize
 from neuavatar.render.gaussians import rasterize_gaussians
@@ -61,6 +66,13 @@ class Avatar(nn.Module):
         self.register_buffer("identity", head.identity_template(self.shape.to(head.template.device)), persistent=False)
         self.offsets = MeshOffsets(expression_region(head), expression_code_size(head), POSE_CODE_SIZE, offset_rank)
         self.gaussians = gaussians
+        self.cut = NeckCut.from_head(head.template, head.faces)  # fixed by the head model: not saved
+        # the mouth's cavity, where the Gaussians cover it (avatars trained before it existed have none)
+        cavity = MouthCavity(head)
+        with_cavity = len(gaussians) and int(gaussians.parent.max()) + 1 == len(head.faces) + len(cavity.faces)
+        self.mouth = cavity if with_cavity else None
+        faces = torch.cat([head.faces, cavity.faces]) if with_cavity else head.faces
+        self.register_buffer("faces", faces, persistent=False)  # (F', 3) the triangles the Gaussians are bound to
         # the condition codes the training frames spanned (set_code_range); unbounded until then
         code_size = condition_code_size(head)
         self.register_buffer("code_low", torch.full((code_size,), -torch.inf, device=shape.device))
@@ -74,19 +86,26 @@ class Avatar(nn.Module):
         device = head.template.device
         params = head.zero_params(1)
         params.shape = shape.reshape(1, -1).to(device)
-        rest = head(params).vertices[0]
+        rest = head(params).vertices
+        cavity = MouthCavity(head)
+        forward = torch.tensor([[0.0, 0.0, 1.0]], device=device)  # the head at rest faces +z
+        surface = torch.cat([rest, cavity.vertices(rest, forward)], 1)[0]
         generator = torch.Generator().manual_seed(seed)
-        colours = None
+        colours = torch.full((len(head.faces), 3), 0.5, device=device)
         if albedo is not None:
             # the texture at each triangle's centre uv (good enough to start; training refines it)
             uv = head.uvs[head.face_uvs].mean(1)  # (F, 2)
             h, w = albedo.shape[:2]
             x = (uv[:, 0] * w).long().clamp(0, w - 1)  # nvdiffrast's convention: v runs down the rows
             y = (uv[:, 1] * h).long().clamp(0, h - 1)
-            colours = albedo.to(device)[y, x][:, None].expand(-1, gaussians_per_triangle, -1)
+            colours = albedo.to(device)[y, x]
+        colours = torch.cat([colours, torch.tensor(CAVITY_COLOUR, device=device).expand(len(cavity.faces), 3)])
         code_size = condition_code_size(head)
-        gaussians = BoundGaussians.on_surface(rest, head.faces, gaussians_per_triangle, code_size, colour_rank,
-                                              colours=colours, generator=generator)
+        gaussians = BoundGaussians.on_surface(surface, torch.cat([head.faces, cavity.faces]), gaussians_per_triangle,
+                                              code_size, colour_rank, generator=generator,
+                                              colours=colours[:, None].expand(-1, gaussians_per_triangle, -1))
+        with torch.no_grad():  # the cavity's Gaussians start smaller: they must not show through the lips
+            gaussians.log_scale[len(head.faces) * gaussians_per_triangle:] += math.log(0.5)
         return cls(head, shape.to(device), gaussians, offset_rank).to(device)
 
     @classmethod
@@ -101,12 +120,14 @@ class Avatar(nn.Module):
     def state_dict(self, *args, **kwargs):
         """The learned weights and the identity; not the head model's own arrays (it is rebuilt on load)."""
         state = super().state_dict(*args, **kwargs)
-        return type(state)((k, v) for k, v in state.items() if not k.startswith("head."))
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(("head.", "cut.", "mouth.")))
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         # avatars trained before the code range existed keep it unbounded
-        full = {**{f"head.{k}": v for k, v in self.head.state_dict().items()}, "code_low": self.code_low,
-                "code_high": self.code_high, **state}
+        derived = {"head": self.head, "cut": self.cut, "mouth": self.mouth}  # rebuilt from the head model
+        full = {**{f"{name}.{k}": v for name, part in derived.items() if part is not None
+                   for k, v in part.state_dict().items()},
+                "code_low": self.code_low, "code_high": self.code_high, **state}
         result = super().load_state_dict(full, strict=strict, assign=assign)
         self.identity = self.head.identity_template(self.shape.to(self.head.template.device))
         return result
@@ -131,16 +152,33 @@ class Avatar(nn.Module):
                                                   (self.code_low, self.code_high))
         return vertices, offsets
 
+    def ring(self, params: HeadParams, vertices: Tensor, offsets: Tensor) -> Tensor:
+        """(B, K, 3) the neck cut's ring in model space, on the head model's mesh posed by ``params``
+        (the refined mesh (B, V, 3) less its offsets (B, V, 3)): the same ring the training targets
+        were cut with."""
+        return self.cut.ring(vertices - offsets @ head_turn(params).transpose(1, 2))
+
+    def surface(self, params: HeadParams, vertices: Tensor) -> Tensor:
+        """(B, V', 3) what the Gaussians are bound to (triangles ``faces``): the refined mesh
+        (B, V, 3) posed by ``params``, and the mouth's cavity behind its lips."""
+        if self.mouth is None:
+            return vertices
+        return torch.cat([vertices, self.mouth.vertices(vertices, head_turn(params)[:, :, 2])], 1)
+
     def place(self, params: HeadParams, view: Tensor | None = None) -> tuple[WorldGaussians, Tensor, Tensor]:
         """The Gaussians (camera space) for head parameters ``params`` (B), the refined mesh (B, V, 3)
         in model space and its offsets (B, V, 3): everything before the rasterizer.
         ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
         vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity,
                                                      (self.code_low, self.code_high))
+        ring, surface = self.ring(params, vertices, offsets), self.surface(params, vertices)
         if view is not None:
             centre = vertices.mean(1, keepdim=True)
-            vertices = (vertices - centre) @ view.transpose(1, 2) + centre
-        return self.gaussians.place(model_to_camera(vertices), self.head.faces, code), vertices, offsets
+            surface = (surface - centre) @ view.transpose(1, 2) + centre
+            ring = (ring - centre) @ view.transpose(1, 2) + centre
+        placed = self.gaussians.place(model_to_camera(surface), self.faces, code)
+        placed.ring = model_to_camera(ring)
+        return placed, surface[:, : vertices.shape[1]], offsets
 
     def forward(self, params: HeadParams, intrinsics: Tensor, size: int, background: Tensor | None = None,
                 backend: str = "auto", view: Tensor | None = None) -> AvatarImages:
@@ -153,10 +191,15 @@ class Avatar(nn.Module):
 
 
 def splat(placed: WorldGaussians, intrinsics: Tensor, size: int, background: Tensor | None = None,
-          backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """(B, S, S, 3) colour and (B, S, S, 1) alpha of Gaussians placed in camera space."""
-    return rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities, placed.colours,
-                               intrinsics, size, size, background=background, backend=backend)
+          backend: str = "auto", cut: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(B, S, S, 3) colour and (B, S, S, 1) alpha of Gaussians placed in camera space, cut at their
+    neck ring where they have one (``cut``: its (B, S, S, 1) mask, when already made)."""
+    colour, alpha = rasterize_gaussians(placed.means, placed.quats, placed.scales, placed.opacities, placed.colours,
+                                        intrinsics, size, size, background=background, backend=backend)
+    if cut is None and placed.ring is None:
+        return colour, alpha
+    cut = cut_mask(placed.ring, intrinsics, size) if cut is None else cut
+    return blend_cut(colour, alpha, cut, background)
 
 
 def mesh_coverage(vertices: Tensor, faces: Tensor, intrinsics: Tensor, size: int, backend: str = "auto") -> Tensor:

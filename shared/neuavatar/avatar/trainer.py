@@ -3,7 +3,7 @@
 Per step, a random batch of training frames with their tracked head parameters:
 
     geometry     E = w_sil |cov(mesh) - M| + w_hair Σ_hair (1 - cov) + mesh terms
-    appearance   E = w_l1 |I - Î| + w_ssim (1 - SSIM(I, Î)) / 2 + w_sil |α - M| + w_hair Σ_hair (1 - α)
+    appearance   E = w_l1 ω|I - Î| + w_ssim (1 - SSIM(I, Î)) / 2 + w_sil |α - M| + w_hair Σ_hair (1 - α)
                    + Gaussian terms                                   (the mesh is frozen)
     joint        both, every part learning
 
@@ -13,9 +13,10 @@ learned Δ_t in that stage (``neuavatar.avatar.refine``).
     mesh terms      w_lap |L δ|² + w_normal (1 - n_f · n_g) + w_offset |δ|² (face weighted)
     Gaussian terms  w_position relu(|p| - 1)² + w_scale relu(s - s_max)² + w_opacity H(o)
 
-with M the avatar mask (the person without the torso), cov the mesh's antialiased coverage, Î the
-target composited over the background. Weights are per stage; silhouette, hair and Laplacian
-weights follow schedules over epochs (``AvatarConfig``).
+with ω = ``mouth_weight`` on the lips and mouth interior (1 elsewhere), M the avatar mask (the
+person above the neck cut), cov the mesh's antialiased coverage (cut too), Î the target composited
+over the background. Weights are per stage; silhouette, hair and Laplacian weights follow schedules
+over epochs (``AvatarConfig``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import torch
 from torch import Tensor
 
 from neuavatar.avatar.config import STAGES, AvatarConfig, schedule_value
+from neuavatar.avatar.cut import cut_mask
 from neuavatar.avatar.data import AvatarData, Batch
 from neuavatar.avatar.mesh import adjacent_faces, laplacian, normal_consistency_loss, uniform_laplacian_loss
 from neuavatar.avatar.model import Avatar, mesh_coverage
 from neuavatar.avatar.refine import FrameCorrections
 from neuavatar.metrics.image import dssim_loss
 from neuavatar.progress import Progress, no_progress
+from neuavatar.render import model_to_camera
 
 __all__ = ["AvatarTrainer", "TrainState"]
 
@@ -128,14 +131,17 @@ class AvatarTrainer:
         params = self.corrections(batch.params, batch.ids)
         if stage == 0:
             vertices, offsets = self.avatar.mesh(params)
-            cover = mesh_coverage(vertices, self.faces, batch.intrinsics, self.data.size)
+            ring = model_to_camera(self.avatar.ring(params, vertices, offsets))
+            cover = mesh_coverage(vertices, self.faces, batch.intrinsics, self.data.size) * \
+                cut_mask(ring, batch.intrinsics, self.data.size)
             out["w_silhouette"] = w_sil * (cover - batch.mask).abs().mean()
             out["w_semantic_hair"] = w_hair * ((1 - cover) * batch.hair).sum() / hair_pixels
         else:
             render = self.avatar(params, batch.intrinsics, self.data.size, self.data.background,
                                  backend=c.render_backend)
             colour, vertices, offsets = render.colour, render.vertices, render.offsets
-            out["w_l1"] = c.stage("w_l1", stage) * (colour - batch.target).abs().mean()
+            pixel_weight = 1 + (c.mouth_weight - 1) * batch.mouth
+            out["w_l1"] = c.stage("w_l1", stage) * ((colour - batch.target).abs() * pixel_weight).mean()
             if c.stage("w_ssim", stage):
                 out["w_ssim"] = c.stage("w_ssim", stage) * dssim_loss(colour, batch.target)
             out["w_silhouette"] = w_sil * (render.alpha - batch.mask).abs().mean()
