@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from neuavatar.animate import AvatarRenderer, Controls
-from neuavatar.animate.reenact import reenact_video, transfer_motion
+from neuavatar.animate.reenact import MotionLimits, reenact_video, transfer_motion
 from neuavatar.animate.stream import StreamError, StreamFrame, StreamSession
 from neuavatar.cli import main
 from neuavatar.errors import InputError
@@ -86,6 +86,33 @@ def test_motion_transfers_relative_to_each_persons_rest(renderer):
     delta_avatar = axis_angle_to_matrix(out.rotation) @ axis_angle_to_matrix(avatar_rest.rotation).transpose(1, 2)
     assert torch.allclose(delta_driver, delta_avatar, atol=1e-4)
     assert torch.allclose(out.expression - avatar_rest.expression, driver.expression - rest.expression, atol=1e-5)
+
+
+def test_expressions_beyond_the_training_range_saturate_smoothly(renderer):
+    """A driver's grimace far beyond what the avatar's training frames showed is bounded (the eyes
+    close, never past closed); inside the range nothing changes, and the bound is reached smoothly."""
+    limits = MotionLimits.of(renderer.avatar)
+    assert limits is not None and torch.all(limits.low < limits.high)
+    e = renderer.num_expression
+    names = list(renderer.avatar.head.expression_names)
+    blink = names.index("eyeBlinkLeft")
+    middle = (limits.low + limits.high) / 2
+    sweep = middle + torch.linspace(-10, 10, 201)[:, None] * (limits.high - limits.low)  # (201, E)
+    out = limits.apply(sweep)
+    inside = (sweep - middle).abs() < 0.2 * (limits.high - limits.low)
+    assert torch.equal(out[inside], sweep[inside])
+    assert torch.all(out >= limits.low) and torch.all(out <= limits.high)
+    steps = out.diff(dim=0)
+    assert torch.all(steps >= 0) and torch.all(steps <= sweep.diff(dim=0) + 1e-6)  # monotone, never steeper
+    assert limits.high[blink] == 1.0
+    rest = renderer.rest
+    driver = renderer.params(2, expression=torch.stack([rest.expression[0], rest.expression[0] + 5.0]).numpy())
+    strong = transfer_motion(driver, driver[:1], rest, limits=limits)
+    assert strong.expression[1, blink] <= 1.0 and torch.all(strong.expression[1] <= limits.high)
+    half = transfer_motion(driver, driver[:1], rest, strength=0.5)
+    assert torch.allclose(half.expression[1] - rest.expression[0], torch.full((e,), 2.5), atol=1e-5)
+    frames = renderer.render(strong)
+    assert torch.isfinite(frames).all()
 
 
 def test_reenactment_of_a_real_driving_video(renderer, tmp_path, make_clip):

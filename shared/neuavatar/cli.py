@@ -139,6 +139,8 @@ class ReenactArgs:
     """H.264 video to write."""
     side_by_side: bool = False
     """Put the driver's crop beside the avatar."""
+    strength: float = 1.0
+    """Scale of the driver's expression and jaw motion (1: as the driver moves; 0.7: calmer)."""
     device: str = "auto"
     """'auto' (the GPU when there is one), 'cpu' or 'cuda'."""
 
@@ -312,7 +314,8 @@ def _cmd_reenact(argv: list[str]) -> int:
     renderer = _renderer(args.avatar, args.device)
     progress = TqdmProgress()
     try:
-        result = reenact_video(renderer, args.driving_video, args.out, side_by_side=args.side_by_side, progress=progress)
+        result = reenact_video(renderer, args.driving_video, args.out, side_by_side=args.side_by_side,
+                               strength=args.strength, progress=progress)
     finally:
         progress.close()
     times = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())

@@ -8,7 +8,11 @@ face never leaks into the avatar:
     R_out = (R_t R_driver_restᵀ) R_avatar_rest                    (head rotation)
     t_out = t_avatar_rest + (t_t − t_driver_rest) · z_avatar / z_driver
 
-with each person's rest the per-parameter median over their frames.
+with each person's rest the per-parameter median over their frames. The expression then passes a
+soft clamp (``MotionLimits``): each coefficient may leave the range the avatar's training frames
+spanned by as much again, then saturates smoothly, so a driver's grimace beyond anything the
+avatar saw degrades gracefully instead of tearing the face; the eyelids may always close fully,
+and never further. ``strength`` scales the expression and jaw motion (1: as the driver moves).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from neuavatar.animate.renderer import AvatarRenderer
+from neuavatar.avatar.model import Avatar
 from neuavatar.dataset import Dataset
 from neuavatar.head.lbs import axis_angle_to_matrix
 from neuavatar.head.model import HeadParams
@@ -32,7 +37,8 @@ from neuavatar.progress import Progress, no_progress
 from neuavatar.track.init import matrix_to_axis_angle
 from neuavatar.video import VideoWriter
 
-__all__ = ["DriverMotion", "driver_preprocessor", "track_driver", "transfer_motion", "reenact_video", "ReenactResult"]
+__all__ = ["DriverMotion", "MotionLimits", "driver_preprocessor", "track_driver", "transfer_motion", "reenact_video",
+           "ReenactResult"]
 
 ADDITIVE = ("expression", "jaw", "neck", "eyes")
 # Landmark steps of a driver's tracking: on the H100, 250 frames fit to 1.04 px (at 512²) in 150
@@ -60,10 +66,49 @@ class ReenactResult:
     driver_landmark_error_px: float = float("nan")  # the driver's tracking: landmarks off by, pixels at 512²
 
 
-def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: HeadParams) -> HeadParams:
-    """The driver's motion (T) relative to its rest (1), applied to the avatar's rest (1)."""
+@dataclass(frozen=True)
+class MotionLimits:
+    """Soft bounds (E,) of the expression coefficients an avatar is driven with (``apply``)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @classmethod
+    def of(cls, avatar: Avatar, widen: float = 1.0, margin: float = 0.3) -> MotionLimits | None:
+        """The avatar's training range of each coefficient, widened by ``widen`` times itself plus
+        ``margin`` on both sides; eye blinks (where the head model names them) end at 1, a closed eye.
+        None for an avatar without a training range (saved before it existed)."""
+        e = avatar.head.num_expression
+        low, high = avatar.code_low[:e], avatar.code_high[:e]
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            return None
+        spread = high - low
+        low, high = low - widen * spread - margin, high + widen * spread + margin
+        names = avatar.head.expression_names or ()
+        blinks = [i for i, n in enumerate(names) if n.startswith("eyeBlink")]
+        high[blinks] = 1.0  # ARKit's blink: 1 closes the eye; further, the lid sinks through the lower one
+        return cls(low, high)
+
+    def apply(self, expression: torch.Tensor) -> torch.Tensor:
+        """(T, E) ``expression`` inside (low, high): unchanged in the middle, saturating smoothly
+        (tanh) over the outer quarter of the range on each side."""
+        knee = 0.25 * (self.high - self.low)
+        upper, lower = self.high - knee, self.low + knee
+        above = upper + knee * torch.tanh((expression - upper) / knee)
+        below = lower - knee * torch.tanh((lower - expression) / knee)
+        return torch.where(expression > upper, above, torch.where(expression < lower, below, expression))
+
+
+def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: HeadParams, *,
+                    limits: MotionLimits | None = None, strength: float = 1.0) -> HeadParams:
+    """The driver's motion (T) relative to its rest (1), applied to the avatar's rest (1); the
+    expression and jaw motion scaled by ``strength``, the expression held inside ``limits``."""
     t = driver.batch_size
-    out = {k: getattr(avatar_rest, k) + getattr(driver, k) - getattr(driver_rest, k) for k in ADDITIVE}
+    scale = {"expression": strength, "jaw": strength}
+    out = {k: getattr(avatar_rest, k) + scale.get(k, 1.0) * (getattr(driver, k) - getattr(driver_rest, k))
+           for k in ADDITIVE}
+    if limits is not None:
+        out["expression"] = limits.apply(out["expression"])
     turn = axis_angle_to_matrix(driver.rotation) @ axis_angle_to_matrix(driver_rest.rotation).transpose(1, 2)
     out["rotation"] = matrix_to_axis_angle(turn @ axis_angle_to_matrix(avatar_rest.rotation))
     depth = (avatar_rest.translation[:, 2] / driver_rest.translation[:, 2]).abs()
@@ -128,10 +173,12 @@ def _warm_up(renderer: AvatarRenderer, tracker, batch: int) -> None:
 
 
 def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_side: bool = False, batch: int = 16,
-                  crf: int = 18, progress: Progress = no_progress, preprocessor=None) -> ReenactResult:
+                  crf: int = 18, progress: Progress = no_progress, preprocessor=None, strength: float = 1.0
+                  ) -> ReenactResult:
     """Write ``out`` (H.264): the avatar performing ``video``'s expressions and head motion, beside
     the driver's crop when ``side_by_side``. ``out`` appears complete or not at all. ``preprocessor``:
     a long-lived :func:`driver_preprocessor` (else one is started and stopped for this video).
+    ``strength``: see :func:`transfer_motion`.
 
     Raises:
         InputError: the driving video cannot be read or shows no usable face.
@@ -141,7 +188,8 @@ def reenact_video(renderer: AvatarRenderer, video: Path, out: Path, *, side_by_s
     with tempfile.TemporaryDirectory(prefix="neuavatar-reenact-") as tmp:
         motion, seconds = track_driver(renderer, Path(video), Path(tmp), progress, preprocessor, render_batch=batch)
         render_started = time.perf_counter()
-        params = transfer_motion(motion.params, motion.params.median(), renderer.rest)
+        params = transfer_motion(motion.params, motion.params.median(), renderer.rest,
+                                 limits=MotionLimits.of(renderer.avatar), strength=strength)
         total = params.batch_size
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.parent / f".{out.stem}.partial{out.suffix or '.mp4'}"

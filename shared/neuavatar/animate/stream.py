@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from neuavatar.animate.controls import Controls
-from neuavatar.animate.reenact import transfer_motion
+from neuavatar.animate.reenact import MotionLimits, transfer_motion
 from neuavatar.animate.renderer import AvatarRenderer, encode_jpeg
 from neuavatar.head.model import HeadParams
 
@@ -75,6 +75,7 @@ class FrameDriver:
         self.renderer = renderer
         self.landmarker = FaceLandmarker()
         self.calibration_frames = calibration_frames
+        self._limits = MotionLimits.of(renderer.avatar)
         self._session = None
         self._side = 0
         self._seen: list[HeadParams] = []
@@ -107,7 +108,7 @@ class FrameDriver:
                 self._rest, self._seen = rest, []
         else:
             rest = self._rest
-        return transfer_motion(tracked, rest, self.renderer.rest)
+        return transfer_motion(tracked, rest, self.renderer.rest, limits=self._limits)
 
     def close(self) -> None:
         self.landmarker.close()
