@@ -31,7 +31,7 @@ def _model_file(name: str) -> str:
     # face_recognition_models' own __init__ imports pkg_resources (gone from new setuptools): find its folder instead
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the judge needs `pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0`")
+        raise SystemExit("the judge needs its models: pip install -e .[judge]  (dlib-bin, face-recognition-models)")
     return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
 
 

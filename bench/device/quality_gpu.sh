@@ -17,3 +17,13 @@ for video in ${VIDEOS:-.carry/clips/train_lp_d3_woman_headturns.mp4 .carry/clips
     --work /tmp/rq 2>&1 | grep -v "^[WI]0000\|GetPrototype\|absl::" | tail -3
   tar -cf "$OUT/$clip.tar" -C /tmp/renders "$clip" && echo "$clip: $(du -h "$OUT/$clip.tar" | cut -f1)"
 done
+# RENDER=1: the renderer benchmark on the last clip's avatar (its speed goals, with the neck cut's
+# mask in the graphs); SAMPLE=60: the time goal, a one-minute clip to a checkpoint (bench/train.py)
+if [ -n "${RENDER:-}" ]; then
+  python bench/render.py --avatar "/tmp/rq/${clip}_${SPLIT:-tail}/avatar" --seconds 3 --sessions 16 \
+    --json "$OUT/render.json" 2>&1 | grep -v "^[WI]0000\|GetPrototype\|absl::" | tail -14
+fi
+if [ -n "${SAMPLE:-}" ]; then
+  python bench/train.py --sample-seconds "$SAMPLE" --json "$OUT/train_sample.json" --work /tmp/trn 2>&1 \
+    | grep -v '^{\|^[WI]0000\|GetPrototype\|absl::' | tail -5
+fi
