@@ -96,7 +96,8 @@ class MotionLimits:
         upper, lower = self.high - knee, self.low + knee
         above = upper + knee * torch.tanh((expression - upper) / knee)
         below = lower - knee * torch.tanh((lower - expression) / knee)
-        return torch.where(expression > upper, above, torch.where(expression < lower, below, expression))
+        out = torch.where(expression > upper, above, torch.where(expression < lower, below, expression))
+        return torch.minimum(torch.maximum(out, self.low), self.high)  # tanh(x) rounds to 1 far out
 
 
 def transfer_motion(driver: HeadParams, driver_rest: HeadParams, avatar_rest: HeadParams, *,
