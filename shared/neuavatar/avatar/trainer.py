@@ -131,7 +131,7 @@ class AvatarTrainer:
         params = self.corrections(batch.params, batch.ids)
         if stage == 0:
             vertices, offsets = self.avatar.mesh(params)
-            ring = model_to_camera(self.avatar.ring(params, vertices, offsets))
+            ring = model_to_camera(self.avatar.ring(params, vertices, offsets)).detach()  # fixed: see splat
             cover = mesh_coverage(vertices, self.faces, batch.intrinsics, self.data.size) * \
                 cut_mask(ring, batch.intrinsics, self.data.size)
             out["w_silhouette"] = w_sil * (cover - batch.mask).abs().mean()
