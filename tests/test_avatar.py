@@ -405,6 +405,26 @@ class TestTraining:
         assert sizes["rotation"] > 0.01, sizes
 
 
+    def test_targets_and_renders_end_at_the_same_neck_cut(self, trained, inputs):
+        """The neck cut is one boundary: what the training targets keep and what the trained avatar
+        renders both end where its mask m does (no notch, no strip of torso in one and not the other)."""
+        from neuavatar.avatar.data import AvatarData
+        from neuavatar.dataset import Dataset
+
+        root, ds, tr = inputs
+        avatar, _ = load_avatar(trained[0].avatar_dir)
+        data = AvatarData(Dataset(ds), Tracking.load(tr), avatar.head, TINY.size, TINY.background, torch.device("cpu"))
+        batch = data.batch(data.val_ids[:4])
+        with torch.no_grad():
+            placed, _, _ = avatar.place(batch.params)
+            m = cut_mask(placed.ring, batch.intrinsics, TINY.size)
+            alpha = avatar(batch.params, batch.intrinsics, TINY.size, data.background).alpha
+        assert torch.all(batch.mask <= m + 1 / 255) and torch.all(alpha <= m + 1e-5)
+        below = m == 0
+        assert below.any() and batch.mask[below].max() == 0 and alpha[below].max() < 1e-6
+        kept = (m == 1) & (batch.mask > 0.5)  # above the cut, where the person is: the avatar is there too
+        assert kept.sum() > 100 and alpha[kept].mean() > 0.9
+
 def test_bad_checkpoints_get_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no avatar checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
