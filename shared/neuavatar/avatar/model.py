@@ -152,18 +152,18 @@ class Avatar(nn.Module):
                                                   (self.code_low, self.code_high))
         return vertices, offsets
 
-    def ring(self, params: HeadParams, vertices: Tensor, offsets: Tensor) -> Tensor:
-        """(B, K, 3) the neck cut's ring in model space, on the head model's mesh posed by ``params``
-        (the refined mesh (B, V, 3) less its offsets (B, V, 3)): the same ring the training targets
-        were cut with."""
-        return self.cut.ring(vertices - offsets @ head_turn(params).transpose(1, 2))
+    def ring(self, vertices: Tensor, offsets: Tensor, turn: Tensor) -> Tensor:
+        """(B, K, 3) the neck cut's ring in model space on the head model's own posed mesh: the refined
+        mesh (B, V, 3) less its offsets (B, V, 3), turned by ``turn`` (B, 3, 3) (:func:`head_turn`).
+        The same ring the training targets were cut with; worked out on the ring's points alone."""
+        return self.cut.ring(vertices) - self.cut.ring(offsets) @ turn.transpose(1, 2)
 
-    def surface(self, params: HeadParams, vertices: Tensor) -> Tensor:
+    def surface(self, vertices: Tensor, turn: Tensor) -> Tensor:
         """(B, V', 3) what the Gaussians are bound to (triangles ``faces``): the refined mesh
-        (B, V, 3) posed by ``params``, and the mouth's cavity behind its lips."""
+        (B, V, 3) of a head turned by ``turn`` (B, 3, 3), and the mouth's cavity behind its lips."""
         if self.mouth is None:
             return vertices
-        return torch.cat([vertices, self.mouth.vertices(vertices, head_turn(params)[:, :, 2])], 1)
+        return torch.cat([vertices, self.mouth.vertices(vertices, turn[:, :, 2])], 1)
 
     def place(self, params: HeadParams, view: Tensor | None = None) -> tuple[WorldGaussians, Tensor, Tensor]:
         """The Gaussians (camera space) for head parameters ``params`` (B), the refined mesh (B, V, 3)
@@ -171,7 +171,8 @@ class Avatar(nn.Module):
         ``view`` (B, 3, 3) turns the head about its centre, as a camera orbiting it would see it."""
         vertices, offsets, code = posed_with_offsets(self.head, self.with_identity(params), self.offsets, self.identity,
                                                      (self.code_low, self.code_high))
-        ring, surface = self.ring(params, vertices, offsets), self.surface(params, vertices)
+        turn = head_turn(params)
+        ring, surface = self.ring(vertices, offsets, turn), self.surface(vertices, turn)
         if view is not None:
             centre = vertices.mean(1, keepdim=True)
             surface = (surface - centre) @ view.transpose(1, 2) + centre

@@ -32,7 +32,7 @@ from torch import Tensor
 from neuavatar.avatar.config import STAGES, AvatarConfig, schedule_value
 from neuavatar.avatar.cut import cut_mask
 from neuavatar.avatar.data import AvatarData, Batch
-from neuavatar.avatar.mesh import adjacent_faces, laplacian, normal_consistency_loss, uniform_laplacian_loss
+from neuavatar.avatar.mesh import adjacent_faces, head_turn, laplacian, normal_consistency_loss, uniform_laplacian_loss
 from neuavatar.avatar.model import Avatar, mesh_coverage
 from neuavatar.avatar.refine import FrameCorrections
 from neuavatar.metrics.image import dssim_loss
@@ -131,7 +131,7 @@ class AvatarTrainer:
         params = self.corrections(batch.params, batch.ids)
         if stage == 0:
             vertices, offsets = self.avatar.mesh(params)
-            ring = model_to_camera(self.avatar.ring(params, vertices, offsets)).detach()  # fixed: see splat
+            ring = model_to_camera(self.avatar.ring(vertices, offsets, head_turn(params))).detach()  # fixed: see splat
             cover = mesh_coverage(vertices, self.faces, batch.intrinsics, self.data.size) * \
                 cut_mask(ring, batch.intrinsics, self.data.size)
             out["w_silhouette"] = w_sil * (cover - batch.mask).abs().mean()
